@@ -1,0 +1,35 @@
+"""World Tracing for Blender: one image → layered, pixel-aligned 3D geometry seen through a matched camera.
+
+`core/` holds everything that does not need Blender (model, sampler, geometry, files); `operators/`
+and `ui/` are the Blender side. Registration is in one place: classes in order, then properties
+and handlers, all undone in reverse.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import operators, ui
+
+
+@persistent
+def _stop_on_load(*_args) -> None:
+    """A file is being opened or reset: stop any running trace, whose result would land in it."""
+    operators.trace.stop_job()
+
+
+def register() -> None:
+    for cls in ui.CLASSES + operators.CLASSES:
+        bpy.utils.register_class(cls)
+    ui.register()
+    bpy.app.handlers.load_pre.append(_stop_on_load)
+
+
+def unregister() -> None:
+    operators.trace.stop_job()
+    if _stop_on_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_stop_on_load)
+    ui.unregister()
+    for cls in reversed(ui.CLASSES + operators.CLASSES):
+        bpy.utils.unregister_class(cls)

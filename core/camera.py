@@ -1,0 +1,164 @@
+"""Pinhole cameras from geometry, and the matching Blender camera settings (numpy, no bpy).
+
+Intrinsics are 3×3 matrices in pixels with pixel centres at (col+0.5, row+0.5), OpenCV convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+SENSOR_MM = 36.0  # Blender's default sensor size; any value works, the lens scales with it
+
+
+def make_intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """(3, 3) float32 pinhole matrix."""
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float32)
+
+
+def fov_to_focal(fov: float, size: float) -> float:
+    """Focal length in pixels for a field of view (radians) across `size` pixels."""
+    return 0.5 * size / np.tan(0.5 * fov)
+
+
+def focal_to_fov(focal: float, size: float) -> float:
+    """Field of view (radians) across `size` pixels for a focal length in pixels."""
+    return 2.0 * np.arctan(0.5 * size / focal)
+
+
+def _pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    return u, v
+
+
+def _robust_line_fit(a: np.ndarray, b: np.ndarray, iterations: int = 4) -> tuple[float, float]:
+    """Least squares b ≈ s·a + c, refitted on the inliers (residual ≤ 3·1.4826·MAD)."""
+    keep = np.ones(a.shape, dtype=bool)
+    for _ in range(iterations):
+        A = np.stack([a[keep], np.ones(keep.sum())], axis=1)
+        (s, c), *_ = np.linalg.lstsq(A, b[keep], rcond=None)
+        r = np.abs(b - (s * a + c))
+        mad = np.median(r[keep])
+        new_keep = r <= max(3.0 * 1.4826 * mad, 1e-9)
+        if new_keep.sum() < 10 or np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return float(s), float(c)
+
+
+def points_to_intrinsics(points: np.ndarray, mask: np.ndarray, min_points: int = 10) -> np.ndarray:
+    """Solve fx, fy, cx, cy from one layer of pixel-aligned points, per axis by robust least squares.
+
+    Fits u + 0.5 = fx·X/Z + cx and v + 0.5 = fy·Y/Z + cy over masked pixels with Z > 1e-6,
+    refitting on inliers so a few percent of outliers do not bias the result.
+    points: (H, W, 3); mask: (H, W) bool. Returns (3, 3) float32. Raises ValueError with fewer
+    than `min_points` usable pixels.
+    """
+    H, W = mask.shape
+    p = points.astype(np.float64)
+    ok = mask & (p[..., 2] > 1e-6) & np.all(np.isfinite(p), axis=-1)
+    if ok.sum() < min_points:
+        raise ValueError(f"need at least {min_points} foreground pixels in front of the camera to solve intrinsics, got {int(ok.sum())}")
+    u, v = _pixel_centres(H, W)
+    x, y, z = p[ok, 0], p[ok, 1], p[ok, 2]
+    fx, cx = _robust_line_fit(x / z, u[ok])
+    fy, cy = _robust_line_fit(y / z, v[ok])
+    return make_intrinsics(fx, fy, cx, cy)
+
+
+def points_to_focal_shift(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """MoGe-style solve for one focal length and a z-shift, principal point at the image centre.
+
+    For affine-correct geometry (depth known up to an offset): minimises
+    Σ ‖(u - W/2, v - H/2) - f·(X, Y)/(Z + s)‖² over f (closed form for each s) and s (1-D search),
+    then refits once on inliers. points: (H, W, 3); mask: (H, W) bool.
+    Returns ((3, 3) float32 intrinsics, shift s to add to every Z).
+    """
+    H, W = mask.shape
+    ok = mask & np.all(np.isfinite(points), axis=-1)
+    if ok.sum() < 10:
+        raise ValueError(f"need at least 10 foreground pixels to solve focal and shift, got {int(ok.sum())}")
+    u, v = _pixel_centres(H, W)
+    uv = np.stack([u[ok] - W / 2, v[ok] - H / 2], axis=-1)  # (N, 2)
+    xy = points[ok, :2].astype(np.float64)
+    z = points[ok, 2].astype(np.float64)
+    scale = np.median(np.abs(z)) + 1e-12
+
+    def solve(keep: np.ndarray) -> tuple[float, float]:
+        def residual(s: float) -> tuple[float, float]:
+            q = xy[keep] / np.maximum(z[keep, None] + s, 1e-6 * scale)
+            f = float(np.sum(q * uv[keep]) / max(np.sum(q * q), 1e-30))
+            return float(np.sum((uv[keep] - f * q) ** 2)), f
+
+        lo = -float(np.min(z[keep])) + 1e-3 * scale  # keep every point in front of the camera
+        res = minimize_scalar(lambda s: residual(s)[0], bounds=(lo, lo + 20 * scale), method="bounded",
+                              options={"xatol": 1e-9 * scale})
+        return residual(res.x)[1], float(res.x)
+
+    keep = np.ones(len(z), dtype=bool)
+    f, s = solve(keep)
+    for _ in range(3):
+        r = np.linalg.norm(uv - f * xy / np.maximum(z[:, None] + s, 1e-6 * scale), axis=-1)
+        new_keep = r <= max(3.0 * 1.4826 * np.median(r), 1e-9)
+        if new_keep.sum() < 10 or np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+        f, s = solve(keep)
+    return make_intrinsics(f, f, W / 2, H / 2), s
+
+
+@dataclass(frozen=True)
+class BlenderCamera:
+    """Blender camera and render settings that reproduce a pinhole matrix (DESIGN.md §7)."""
+
+    lens: float  # mm
+    sensor_fit: str  # 'HORIZONTAL' or 'VERTICAL'
+    sensor_size: float  # mm, used for both sensor_width and sensor_height
+    shift_x: float
+    shift_y: float
+    resolution_x: int
+    resolution_y: int
+    pixel_aspect_x: float
+    pixel_aspect_y: float
+
+
+def intrinsics_to_blender_camera(intrinsics: np.ndarray, width: int, height: int,
+                                 sensor: float = SENSOR_MM) -> BlenderCamera:
+    """Blender lens, sensor fit, shift and pixel aspect for a pinhole matrix on a W×H image.
+
+    Blender measures the view plane against `viewfac` = W (horizontal fit) or
+    ycor·H (vertical fit) with ycor = pixel_aspect_y / pixel_aspect_x = fx / fy; then
+    lens = fx·sensor/viewfac, shift_x = (W/2 - cx)/viewfac and shift_y = (cy - H/2)·ycor/viewfac.
+    """
+    fx, fy = float(intrinsics[0, 0]), float(intrinsics[1, 1])
+    cx, cy = float(intrinsics[0, 2]), float(intrinsics[1, 2])
+    ycor = fx / fy
+    aspect_x, aspect_y = (1.0, ycor) if ycor >= 1.0 else (1.0 / ycor, 1.0)
+    fit = "HORIZONTAL" if width >= height else "VERTICAL"
+    viewfac = width if fit == "HORIZONTAL" else ycor * height
+    return BlenderCamera(
+        lens=fx * sensor / viewfac,
+        sensor_fit=fit,
+        sensor_size=sensor,
+        shift_x=(width / 2 - cx) / viewfac,
+        shift_y=(cy - height / 2) * ycor / viewfac,
+        resolution_x=int(width),
+        resolution_y=int(height),
+        pixel_aspect_x=aspect_x,
+        pixel_aspect_y=aspect_y,
+    )
+
+
+def blender_camera_to_intrinsics(lens: float, sensor_width: float, sensor_height: float, sensor_fit: str,
+                                 shift_x: float, shift_y: float, width: int, height: int,
+                                 pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0) -> np.ndarray:
+    """Pinhole matrix (pixels) of a Blender perspective camera rendering a W×H image; inverse of the above."""
+    ycor = pixel_aspect_y / pixel_aspect_x
+    if sensor_fit == "AUTO":
+        sensor_fit = "HORIZONTAL" if pixel_aspect_x * width >= pixel_aspect_y * height else "VERTICAL"
+    sensor = sensor_width if sensor_fit == "HORIZONTAL" else sensor_height
+    viewfac = width if sensor_fit == "HORIZONTAL" else ycor * height
+    fx = lens * viewfac / sensor
+    return make_intrinsics(fx, fx / ycor, width / 2 - shift_x * viewfac, height / 2 + shift_y * viewfac / ycor)

@@ -1,0 +1,1 @@
+"""Ground-truth data: Blender scene recipes, the multi-hit tracer, shards and their reader."""

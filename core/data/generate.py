@@ -1,0 +1,144 @@
+"""`python -m core generate`: render ground-truth shards with worker processes, each its own Blender.
+
+Sample i of a run is a pure function of (seed, i): its random generator is seeded with
+(seed, i, attempt), where attempt counts redraws of scenes that had to be skipped. Shards that
+already exist are skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .shards import shard_path, write_shard
+
+log = logging.getLogger("core.generate")
+MAX_ATTEMPTS = 8  # redraws of one sample before the run fails
+
+
+@dataclass
+class GenerateConfig:
+    out: str  # folder for the shards, dataset.json, generate.log and preview.png
+    count: int  # number of samples
+    seed: int = 0  # run seed; sample i depends on (seed, i) only
+    resolution: int = 128  # square image side in pixels
+    mode: str = "object"  # "object" (transparent background) or "scene" (camera inside a room)
+    layers: int = 6  # ray crossings kept per pixel (at most 8)
+    assets: str | None = None  # folder searched for .obj/.ply/.glb/.gltf/.blend meshes (object mode)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # Blender processes
+    shard_size: int = 32  # samples per shard file
+    render_samples: int = 32  # Cycles samples per pixel
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("object", "scene"):
+            raise ValueError(f"mode must be 'object' or 'scene', got {self.mode!r}")
+        if not 1 <= self.layers <= 8:
+            raise ValueError(f"layers must be between 1 and 8, got {self.layers}")
+        if self.count < 1 or self.resolution < 8 or self.workers < 1:
+            raise ValueError("count and workers must be positive and resolution at least 8")
+
+    def dataset_fields(self) -> dict:
+        """Settings that must match for a run to resume into an existing folder."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out", "workers", "count")}
+
+
+def make_sample(cfg: GenerateConfig, index: int, assets: list, threads: int, log_lines: list[str]) -> dict:
+    """Build, render and trace sample `index` in this process's Blender; redraw skipped scenes."""
+    from .scenes import (add_camera, build_object_scene, build_room_scene, place_object_camera,
+                         place_room_camera, reset_scene)
+    from .tracing import SkipSample, render_and_trace
+
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng([cfg.seed, index, attempt])
+        try:
+            reset_scene(cfg.resolution, cfg.render_samples, threads, transparent=True, denoise=cfg.mode == "scene")
+            if cfg.mode == "object":
+                meta = build_object_scene(rng, assets, log_lines)
+                position, direction, fov = place_object_camera(rng)
+            else:
+                meta = build_room_scene(rng, log_lines)
+                position, direction, fov = place_room_camera(rng, meta)
+            add_camera(position, direction, fov)
+            s = render_and_trace(cfg.layers, log_lines)
+        except SkipSample as e:
+            log_lines.append(f"sample {index} attempt {attempt}: skipped, {e}")
+            continue
+        return {
+            "rgb": s.rgba[..., :3], "alpha": s.rgba[..., 3], "distance": s.distance,
+            "intrinsics": s.intrinsics, "cam_to_world": s.cam_to_world, "index": np.int64(index),
+            "meta": dict(meta, attempt=attempt, fov_deg=float(np.degrees(fov))),
+        }
+    raise RuntimeError(f"sample {index}: no valid scene in {MAX_ATTEMPTS} attempts")
+
+
+def _init_worker() -> None:
+    """Prepare a spawned worker before it first imports bpy.
+
+    A parent that already imported bpy hands its sys.path down, with Blender's scripts folders
+    whose pure-Python `bpy` package would shadow the real module: drop those. Then send the
+    worker's C-level stdout (Blender's per-render chatter) to /dev/null; stderr stays.
+    """
+    sys.path[:] = [p for p in sys.path if not re.search(r"[/\\](bpy|blender)[/\\].*scripts([/\\]|$)", p)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _render_shard(job: tuple[dict, int, list[str], int]) -> tuple[int, int, list[str]]:
+    """Worker entry point (runs in a spawned process): render one shard and write it."""
+    cfg_dict, shard, assets, threads = job
+    cfg = GenerateConfig(**cfg_dict)
+    first = shard * cfg.shard_size
+    indices = range(first, min(first + cfg.shard_size, cfg.count))
+    lines: list[str] = []
+    samples = [make_sample(cfg, i, [Path(a) for a in assets], threads, lines) for i in indices]
+    meta = dict(cfg.dataset_fields(), generator="world-tracing blender v1", samples=[s.pop("meta") for s in samples])
+    write_shard(shard_path(cfg.out, shard), samples, meta)
+    return shard, len(samples), lines
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> int:
+    """Render every missing shard of `cfg` with `cfg.workers` Blender processes; returns samples written."""
+    from tqdm import tqdm
+
+    from .scenes import find_assets
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = out / "dataset.json"
+    if settings.exists():
+        old = json.loads(settings.read_text())
+        if old != cfg.dataset_fields():
+            raise ValueError(f"{out} holds a dataset made with other settings {old}; use another --out")
+    else:
+        settings.write_text(json.dumps(cfg.dataset_fields(), indent=1))
+    assets = [str(p) for p in find_assets(cfg.assets)]
+    if cfg.assets and not assets:
+        log.warning("no .obj/.ply/.glb/.gltf/.blend files under %s; using primitives only", cfg.assets)
+    shards = -(-cfg.count // cfg.shard_size)
+    todo = [s for s in range(shards) if not shard_path(out, s).exists()]
+    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    jobs = [(asdict(cfg), s, assets, threads) for s in todo]
+    done_before = cfg.count - sum(min(cfg.shard_size, cfg.count - s * cfg.shard_size) for s in todo)
+    written = 0
+    with open(out / "generate.log", "a") as logfile, \
+            tqdm(total=cfg.count, initial=done_before, unit="sample", disable=not progress, desc="generate") as bar:
+        if not jobs:
+            return 0
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(cfg.workers, len(jobs)), initializer=_init_worker, maxtasksperchild=8) as pool:
+            for shard, n, lines in pool.imap_unordered(_render_shard, jobs):
+                for line in lines:
+                    logfile.write(f"shard {shard}: {line}\n")
+                    log.info("shard %d: %s", shard, line)
+                written += n
+                bar.update(n)
+    return written

@@ -1,0 +1,176 @@
+"""From images to layered point maps with a loaded WT-DiT (shared by `trace`, evaluation and Blender).
+
+`predict` works at the model's square resolution on batches; `trace_image` wraps it for one
+user image of any size: foreground, letterbox, sampling, then geometry back at the input's H×W.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .camera import make_intrinsics, points_to_intrinsics
+from .geometry import PointNormalization, collapsed_layers_to_valid, pixel_rays
+from .imageio import BACKGROUND, ImageBox, foreground_mask, prepare_image
+from .layered import LayeredPointMap
+from .model import WTDiT
+from .sampling import SampleConfig, SamplerStep, initial_noise, sample_steps
+
+COLLAPSE_GAP = 0.01  # a layer counts when it lies this fraction of its depth behind the previous one
+
+
+class TraceCancelled(Exception):
+    """Raised from a progress callback to stop sampling between two steps."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA, then MPS, then CPU for "auto"; otherwise the named device (error if unavailable)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but this torch build sees no CUDA GPU")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps was asked for, but MPS is not available")
+    return device
+
+
+def model_callable(model: WTDiT) -> Callable:
+    """The model as the sampler calls it: bf16 autocast on CUDA, float32 elsewhere, no gradients."""
+    device = next(model.parameters()).device
+
+    def run(x: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        with torch.inference_mode(), autocast:
+            return model(x, t, image).float()
+
+    return run
+
+
+@dataclass
+class Prediction:
+    """Camera-space points [B, L, H, W, 3] (zero where invalid) and validity [B, L, H, W]."""
+
+    points: torch.Tensor
+    valid: torch.Tensor
+
+
+def predict(model: WTDiT, normalization: PointNormalization, image: torch.Tensor, foreground: torch.Tensor,
+            cfg: SampleConfig = SampleConfig(), seed: int = 0,
+            on_step: Callable[[SamplerStep], None] | None = None) -> Prediction:
+    """Sample layered geometry for square images at the model's resolution.
+
+    image [B, 3, H, W] in [0, 1] (background already painted), foreground [B, H, W] bool.
+    Sample k draws its noise from a generator seeded with seed + k on the model's device, so it
+    does not depend on the batch it is in. `on_step` is called after every sampler step and may
+    raise TraceCancelled.
+    """
+    device = next(model.parameters()).device
+    B, _, H, W = image.shape
+    L = model.cfg.num_layers
+    generator = [torch.Generator(device).manual_seed(seed + k) for k in range(B)]
+    image, foreground = image.to(device), foreground.to(device)
+    noise = initial_noise(B, 1, L, H, W, generator=generator, device=device)
+    valid_in = foreground[:, None].expand(B, L, H, W)
+    x = noise
+    for step in sample_steps(model_callable(model), image, noise, cfg, valid=valid_in, generator=generator):
+        x = step.x
+        if on_step is not None:
+            on_step(step)
+    points = normalization.denormalize(x.float())  # [B, L, H, W, 3]
+    valid = collapsed_layers_to_valid(points, foreground, COLLAPSE_GAP)
+    return Prediction(points * valid[..., None], valid)
+
+
+def trace_image(model: WTDiT, normalization: PointNormalization, rgba: np.ndarray, mode: str = "object",
+                cfg: SampleConfig = SampleConfig(), seed: int = 0, samples: int = 1,
+                on_step: Callable[[SamplerStep], None] | None = None, framing: str | None = None) -> LayeredPointMap:
+    """Trace one RGBA image (H, W, 4) uint8 of any size into a layered point map at H×W.
+
+    mode "object": alpha (or a keyed plain background) is the foreground, composited on grey and
+    framed by a square around it; "scene": the whole frame, letterboxed (or as `framing` says).
+    With samples > 1 every sample is kept in `extras["samples_points"]` (K, L, H, W, 3) and
+    `extras["samples_valid"]`; sample 0 (seed) is the main result, sample k used seed + k.
+    """
+    size = model.cfg.image_size
+    framing = framing or ("crop" if mode == "object" else "letterbox")
+    prepared = prepare_image(rgba, size, mode, BACKGROUND, framing)
+    image = torch.from_numpy(prepared.image).permute(2, 0, 1)[None].float().div(255).expand(samples, -1, -1, -1)
+    foreground = torch.from_numpy(prepared.foreground)[None].expand(samples, -1, -1)
+    pred = predict(model, normalization, image, foreground, cfg, seed, on_step)
+    box = prepared.box
+    H, W = rgba.shape[:2]
+    intrinsics = intrinsics_in_input(pred.points[0, 0].cpu().numpy(), pred.valid[0, 0].cpu().numpy(), box)
+    points, valid = restore_layers(pred.points.cpu(), pred.valid.cpu(), box, intrinsics, foreground_mask(rgba, mode))
+    extras = {}
+    if samples > 1:
+        extras = {"samples_points": points.numpy(), "samples_valid": valid.numpy()}
+    return LayeredPointMap(points[0].numpy(), valid[0].numpy(), intrinsics, np.ascontiguousarray(rgba[..., :3]), extras)
+
+
+def intrinsics_in_input(points: np.ndarray, valid: np.ndarray, box: ImageBox) -> np.ndarray:
+    """Solve intrinsics on the model's layer 0 (H', W', 3) and express them in input pixels.
+
+    When layer 0 gives no usable camera (too few points, or a non-positive focal length), falls back
+    to the released models' default: fx = fy = 500·S/512 on the model's S×S square, centred.
+    """
+    try:
+        k = points_to_intrinsics(points, valid).astype(np.float64)
+    except ValueError:
+        k = np.zeros((3, 3))
+    if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
+        S = valid.shape[0]
+        warnings.warn("layer 0 gives no usable camera; using the default field of view (54°)")
+        k = make_intrinsics(500.0 * S / 512, 500.0 * S / 512, S / 2, S / 2).astype(np.float64)
+    k[0, 0], k[1, 1] = k[0, 0] / box.scale_x, k[1, 1] / box.scale_y
+    k[0, 2], k[1, 2] = (k[0, 2] - box.offset_x) / box.scale_x, (k[1, 2] - box.offset_y) / box.scale_y
+    return k.astype(np.float32)
+
+
+def nearest_foreground_index(foreground: np.ndarray, reach: int = 4) -> np.ndarray:
+    """(S, S) flat index of the nearest foreground pixel (4-neighbour steps, up to `reach`), -1 beyond."""
+    S0, S1 = foreground.shape
+    index = np.where(foreground, np.arange(S0 * S1).reshape(S0, S1), -1)
+    for _ in range(reach):
+        grown = index.copy()
+        for axis, step in ((0, 1), (0, -1), (1, 1), (1, -1)):
+            neighbour = np.roll(index, step, axis=axis)
+            edge = [slice(None), slice(None)]
+            edge[axis] = 0 if step == 1 else -1
+            neighbour[tuple(edge)] = -1  # no wrap-around
+            grown = np.where((grown < 0) & (neighbour >= 0), neighbour, grown)
+        index = grown
+    return index
+
+
+def restore_layers(points: torch.Tensor, valid: torch.Tensor, box: ImageBox, intrinsics: np.ndarray,
+                   foreground: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-resolution layers [K, L, S, S, 3] → input resolution [K, L, H, W, 3].
+
+    Layer 0 is valid exactly on the input's own `foreground` (H, W); each of its pixels takes depth
+    and layer validity from the nearest model pixel the model saw as foreground (nearest neighbour:
+    never interpolated across a depth jump). Every point is then put on its own pixel's ray, so
+    layer 0 projects onto pixel centres.
+    """
+    height, width = foreground.shape
+    S0, S1 = valid.shape[2:]
+    v = (np.arange(height) + 0.5) * box.scale_y + box.offset_y  # model rows of input pixels
+    u = (np.arange(width) + 0.5) * box.scale_x + box.offset_x
+    inside = ((v >= 0) & (v < S0))[:, None] & ((u >= 0) & (u < S1))[None]
+    rows, cols = np.clip(np.floor(v).astype(int), 0, S0 - 1), np.clip(np.floor(u).astype(int), 0, S1 - 1)
+    source = nearest_foreground_index(valid[0, 0].cpu().numpy())[rows[:, None], cols[None]]  # [H, W]
+    usable = torch.from_numpy(foreground & inside & (source >= 0))
+    source = torch.from_numpy(np.maximum(source, 0))
+    z = points[..., 2].flatten(2)[:, :, source]  # [K, L, H, W]
+    valid = valid.flatten(2)[:, :, source] & usable
+    rays = pixel_rays(torch.from_numpy(intrinsics), height, width)  # [H, W, 3]
+    return z[..., None] * rays * valid[..., None], valid

@@ -1,0 +1,85 @@
+"""Triangle meshes from layered point maps: one grid mesh per layer (numpy, no bpy).
+
+Each valid pixel of a layer becomes a vertex; each 2×2 pixel quad gives up to two triangles,
+dropped where a corner is invalid or the depth jumps (an occlusion edge, not a surface).
+Coordinates stay in OpenCV camera space (x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layered import LayeredPointMap
+
+
+@dataclass
+class GridMesh:
+    """The triangulated valid pixels of one layer.
+
+    vertices: (V, 3) float32 camera-space points, one per valid pixel in row-major order.
+    faces:    (F, 3) int32 indices into `vertices`, counter-clockwise as seen from the camera.
+    uvs:      (V, 2) float32 image coordinates, origin at the bottom-left (Blender's convention).
+    pixels:   (V,) int64 row·W + col of each vertex's pixel.
+    layer:    index of the layer in its layered point map.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    pixels: np.ndarray
+    layer: int
+
+
+def grid_triangles(height: int, width: int) -> np.ndarray:
+    """Both triangles of every 2×2 quad of an H×W grid, as flat pixel indices row·W + col.
+
+    Each quad gives (top-left, bottom-left, top-right) and (top-right, bottom-left, bottom-right):
+    counter-clockwise on the image, so for a surface facing the camera the right-hand normal
+    (b − a) × (c − a) in OpenCV camera space points toward the camera (negative z).
+    Returns (2·(H−1)·(W−1), 3) int64, quad by quad in row-major order.
+    """
+    p = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    tl, tr, bl, br = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]
+    quads = np.stack([np.stack([tl, bl, tr], axis=-1), np.stack([tr, bl, br], axis=-1)], axis=-2)
+    return quads.reshape(-1, 3)
+
+
+def pixels_to_uvs(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """UVs of pixel centres: u = (col + 0.5) / W, v = 1 − (row + 0.5) / H (bottom-left origin).
+
+    pixels: (N,) flat indices row·W + col. Returns (N, 2) float32.
+    """
+    row, col = np.divmod(pixels, width)
+    return np.stack([(col + 0.5) / width, 1.0 - (row + 0.5) / height], axis=-1).astype(np.float32)
+
+
+def layer_to_grid_mesh(points: np.ndarray, valid: np.ndarray, layer: int = 0, max_rel_jump: float = 0.05) -> GridMesh:
+    """Mesh one layer: a vertex per valid pixel, two triangles per 2×2 quad (see `grid_triangles`).
+
+    A triangle is kept when its three pixels are valid, in front of the camera (z > 0) and
+    max z / min z − 1 ≤ max_rel_jump over its corners. points: (H, W, 3); valid: (H, W) bool.
+    """
+    H, W = valid.shape
+    pixels = np.flatnonzero(valid)
+    index = np.full(H * W, -1, dtype=np.int64)
+    index[pixels] = np.arange(len(pixels))
+    tris = grid_triangles(H, W)
+    z = points[..., 2].reshape(-1)[tris]  # (T, 3)
+    z_min, z_max = z.min(axis=1), z.max(axis=1)
+    keep = valid.reshape(-1)[tris].all(axis=1) & (z_min > 0) & (z_max <= (1.0 + max_rel_jump) * z_min)
+    return GridMesh(
+        vertices=points.reshape(-1, 3)[pixels].astype(np.float32),
+        faces=index[tris[keep]].astype(np.int32),
+        uvs=pixels_to_uvs(pixels, H, W),
+        pixels=pixels,
+        layer=layer,
+    )
+
+
+def layered_to_meshes(lpm: LayeredPointMap, max_rel_jump: float = 0.05,
+                      layers: list[int] | None = None) -> list[GridMesh]:
+    """One `GridMesh` per layer of `lpm` (all layers, front to back, unless `layers` picks some)."""
+    layers = range(lpm.num_layers) if layers is None else layers
+    return [layer_to_grid_mesh(lpm.points[k], lpm.valid[k], k, max_rel_jump) for k in layers]

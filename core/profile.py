@@ -1,0 +1,67 @@
+"""Size and cost of WT-DiT configs: parameters, FLOPs per forward and their split by block kind.
+
+FLOPs are counted by torch's FlopCounterMode on the meta device (no memory, no compute), so
+even the 1.7B-parameter released configs are summarised instantly.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .model import BLOCK_TYPES, WTDiT, WTDiTConfig
+
+
+def forward_inputs(cfg: WTDiTConfig, batch: int = 1, device: str | torch.device = "meta", frames: int = 1):
+    """Random (x_t, t, image) of the right shapes for one forward."""
+    S = cfg.image_size
+    x = torch.randn(batch, frames * cfg.num_layers, S, S, 3, device=device)
+    t = torch.rand(batch, device=device)
+    image = torch.rand(batch, frames, 3, S, S, device=device) if frames > 1 else torch.rand(batch, 3, S, S, device=device)
+    return x, t, image
+
+
+def block_kind(module_name: str) -> str | None:
+    """'frame', 'ray', 'global' or 'temporal' for a block's module name, None for anything else."""
+    parts = module_name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("blocks", "temporal_blocks") and parts[i + 1].isdigit() and (i == 0 or parts[i - 1] != "encoder"):
+            if len(parts) > i + 2:
+                return None  # a submodule of a block: counted at the block itself
+            return "temporal" if part == "temporal_blocks" else BLOCK_TYPES[int(parts[i + 1]) % 3]
+    return None
+
+
+def count_flops(cfg: WTDiTConfig, batch: int = 1) -> dict[str, int]:
+    """FLOPs of one forward (multiply-adds count 2): 'total', 'encoder', and per block kind."""
+    with torch.device("meta"):
+        model = WTDiT(cfg)
+    counter = FlopCounterMode(display=False, depth=None)
+    with counter, torch.no_grad():
+        model(*forward_inputs(cfg, batch))
+    counts = counter.get_flop_counts()
+    split = defaultdict(int)
+    for name, ops in counts.items():
+        kind = block_kind(name.replace("WTDiT.", "", 1))
+        if kind:
+            split[kind] += sum(ops.values())
+    split["encoder"] = sum(counts.get("WTDiT.encoder", {}).values())
+    split["total"] = counter.get_total_flops()
+    return dict(split)
+
+
+def count_parameters(cfg: WTDiTConfig) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in WTDiT(cfg).parameters())
+
+
+def model_summary(cfg: WTDiTConfig) -> str:
+    """A few lines: shape of the config, parameters, FLOPs per forward and the split by kind."""
+    flops = count_flops(cfg)
+    tokens = cfg.num_layers * (cfg.image_size // cfg.patch_size) ** 2
+    kinds = ", ".join(f"{k} {flops[k] / flops['total']:.0%}" for k in ("encoder", "frame", "ray", "global", "temporal") if flops.get(k))
+    return (f"{cfg.image_size}px patch {cfg.patch_size}, L={cfg.num_layers}, D={cfg.dim}, {cfg.depth}+{cfg.head_depth} blocks, "
+            f"{tokens} tokens\n  parameters {count_parameters(cfg) / 1e6:.2f}M, "
+            f"forward {flops['total'] / 1e9:.2f} GFLOP ({kinds})")

@@ -1,0 +1,125 @@
+"""Sampling WT-DiT: the flow ODE from noise (t = 1) to geometry (t = 0), Euler or Heun.
+
+The model is any callable (x_t [B, V, H, W, 3], t [B], image) → x̂0; the velocity is
+v = (x_t - x̂0) / max(t, t_min) (DESIGN.md §4, SPEC §15). `sample_steps` is a generator that
+yields after every step, so progress bars and cancel buttons hook in without touching the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    steps: int = 20  # ODE steps from t = 1 to t = 0
+    solver: str = "euler"  # "euler" or "heun" (second order, two model calls per step but the last)
+    t_min: float = 0.05  # clamp of t in the velocity's denominator
+    shift: float = 1.0  # time shift t' = s·t / (1 + (s - 1)·t); 1 = uniform grid
+    frame_correlation: float = 0.0  # correlation of the initial noise across frames (dynamic model: 0.5)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.solver not in ("euler", "heun"):
+            raise ValueError(f"solver must be 'euler' or 'heun', got {self.solver!r}")
+
+
+@dataclass
+class SamplerStep:
+    """State after `step` of `total` steps: current time, state x_t and the model's latest x̂0."""
+
+    step: int
+    total: int
+    t: float
+    x: torch.Tensor
+    x0: torch.Tensor
+
+
+def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
+    """[steps + 1] times from 1 to 0, uniform then shifted."""
+    t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
+Generators = torch.Generator | Sequence[torch.Generator] | None  # one for the batch, or one per sample
+
+
+def initial_noise(batch: int, frames: int, layers: int, height: int, width: int, correlation: float = 0.0,
+                  generator: Generators = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """N(0, 1) noise [B, V, H, W, 3] (V = frames·layers) drawn in the released models' order.
+
+    Independent frames draw randn(B, 3, V, H, W); correlated frames draw shared [B, 1, Q, 3] then
+    independent [B, T, Q, 3] noise (Q = L·H·W) mixed as √ρ·shared + √(1-ρ)·indep. With one
+    generator per sample, sample k is what a batch of one would draw from generator k.
+    """
+    if isinstance(generator, Sequence):
+        return torch.cat([initial_noise(1, frames, layers, height, width, correlation, g, device) for g in generator])
+    V = frames * layers
+    if correlation == 0.0 or frames == 1:
+        noise = torch.randn(batch, 3, V, height, width, generator=generator, device=device)
+        return noise.permute(0, 2, 3, 4, 1)  # [B, V, H, W, 3]
+    q = layers * height * width
+    shared = torch.randn(batch, 1, q, 3, generator=generator, device=device)
+    indep = torch.randn(batch, frames, q, 3, generator=generator, device=device)
+    noise = correlation ** 0.5 * shared + (1 - correlation) ** 0.5 * indep
+    return noise.reshape(batch, V, height, width, 3)
+
+
+def fill_noise(like: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+    """Fresh N(0, 1) noise shaped like the state [B, V, H, W, 3], drawn channel-major as the
+    released sampler does (so seeded CPU runs reproduce its samples)."""
+    if isinstance(generator, Sequence):
+        return torch.cat([fill_noise(like[k:k + 1], g) for k, g in enumerate(generator)])
+    B = like.shape[0]
+    n = torch.empty(B, 3, like[0, ..., 0].numel(), device=like.device, dtype=like.dtype)
+    return n.transpose(1, 2).normal_(generator=generator).reshape(like.shape)
+
+
+def sample_steps(model: Model, image: torch.Tensor, noise: torch.Tensor, cfg: SampleConfig = SampleConfig(),
+                 valid: torch.Tensor | None = None, generator: Generators = None,
+                 fill_draws: Sequence[torch.Tensor] | None = None) -> Iterator[SamplerStep]:
+    """Integrate the flow ODE, yielding after every step.
+
+    image: as the model takes it; noise: [B, V, H, W, 3] initial state at t = 1.
+    valid: optional [B, V, H, W] bool; at invalid pixels every model call sees fresh noise instead
+    of the state (drawn with `generator`, or taken in order from `fill_draws`).
+    """
+    grid = time_grid(cfg.steps, cfg.shift)
+    x = noise
+    calls = 0
+
+    def velocity(state: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal calls
+        x_in = state
+        if valid is not None:
+            fill = fill_draws[calls] if fill_draws is not None else fill_noise(state, generator)
+            x_in = torch.where(valid[..., None], state, fill.to(state))
+        calls += 1
+        tt = torch.full((state.shape[0],), t, device=state.device, dtype=torch.float32)
+        x0 = model(x_in, tt, image).to(state.dtype)
+        return (state - x0) / max(t, cfg.t_min), x0
+
+    for i in range(cfg.steps):
+        t, t_next = float(grid[i]), float(grid[i + 1])
+        v, x0 = velocity(x, t)
+        x_next = x - (t - t_next) * v
+        if cfg.solver == "heun" and t_next > 0:
+            v2, _ = velocity(x_next, t_next)
+            x_next = x - (t - t_next) * 0.5 * (v + v2)
+        x = x_next
+        yield SamplerStep(i + 1, cfg.steps, t_next, x, x0)
+
+
+def sample(model: Model, image: torch.Tensor, noise: torch.Tensor, cfg: SampleConfig = SampleConfig(),
+           valid: torch.Tensor | None = None, generator: Generators = None) -> torch.Tensor:
+    """Run `sample_steps` to the end; returns the final state [B, V, H, W, 3] (t = 0)."""
+    x = noise
+    for step in sample_steps(model, image, noise, cfg, valid, generator):
+        x = step.x
+    return x

@@ -1,0 +1,246 @@
+"""`python -m core train`: flow-matching training of WT-DiT on ground-truth shards.
+
+One straight loop: set the learning rate, take a batch, loss, backward, clip, step, update the EMA,
+log, validate, checkpoint. Runs as one process or under torchrun (DistributedDataParallel; gloo on
+CPU, nccl on CUDA). The EMA weights are what ships; the full training state (model, EMA,
+optimizer, step) lives in `state.safetensors` so a run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save
+from torch.nn.parallel import DistributedDataParallel
+
+from .atomic import write_atomic
+from .checkpoint import check_state_dict, save_checkpoint
+from .data.shards import ShardReader
+from .evaluate import evaluate_model, prediction_figure, validation_loss
+from .flow import flow_loss
+from .geometry import PointNormalization
+from .model import WTDiT, build_config
+from .plots import line_plot
+from .sampling import SampleConfig
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]  # shard folders for training
+    out: str  # run folder: logs, curves, checkpoints
+    val: str | None = None  # held-out shard folder
+    model: str = "tiny"  # named model config (core.model.CONFIGS)
+    model_overrides: dict = field(default_factory=dict)  # e.g. {"num_layers": 6}
+    normalization: str = "zscore"  # "zscore" (objects) or "log_median" (scenes)
+    schedule: str = "mixed"  # noise schedule (core.flow.SCHEDULES); "logit_normal" is the ablation
+    steps: int = 10000  # optimizer steps
+    batch_size: int = 16  # per process
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-5  # end of the cosine decay
+    warmup: int = 500  # linear warm-up steps
+    weight_decay: float = 0.01  # AdamW, matrices only
+    grad_clip: float = 1.0  # max gradient norm
+    ema_decay: float = 0.9995  # EMA of the weights (with a short warm-up)
+    log_every: int = 20
+    eval_every: int = 1000  # validation loss + sampled metrics
+    eval_samples: int = 32  # held-out samples for the sampled metrics
+    eval_steps: int = 10  # sampler steps in validation
+    save_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (biases, norms, embeddings, LayerScales decay-free)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training state: one safetensors file (model/, ema/, optim/ tensors) + JSON metadata
+# ----------------------------------------------------------------------------------------------
+
+def save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+               cfg: TrainConfig) -> None:
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"optim/{idx}/{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    meta = {"step": str(step), "train_config": json.dumps(asdict(cfg)), "param_groups": json.dumps(opt["param_groups"])}
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
+    write_atomic(path, lambda f: f.write(data))
+
+
+def load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               device: torch.device) -> int:
+    """Restore model, EMA and optimizer from `save_state`'s file; returns the step to continue from."""
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for prefix, module in (("model/", model), ("ema/", ema)):
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        check_state_dict(module, state, str(path))
+        module.load_state_dict(state)
+    opt_state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, idx, name = k.split("/", 2)
+            opt_state.setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group under torchrun."""
+    from .inference import pick_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train (or resume) the run in cfg.out; returns the path of the final EMA checkpoint."""
+    from tqdm import tqdm
+
+    rank, world, device = setup_distributed(cfg.device)
+    master = rank == 0
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + rank)
+
+    data = ShardReader(cfg.data)
+    model_cfg = build_config(cfg.model, **cfg.model_overrides)
+    if model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size, model_cfg.image_size):
+        raise ValueError(f"the shards ({data.resolution}, {data.num_layers} layers) do not fit model {cfg.model} "
+                         f"({model_cfg.image_size} px, {model_cfg.num_layers} layers)")
+    normalization = PointNormalization(cfg.normalization)
+    val = ShardReader(cfg.val) if cfg.val else None
+
+    model = WTDiT(model_cfg).to(device)
+    model.encoder.requires_grad_(not model_cfg.encoder.frozen)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = configure_optimizer(model, cfg, device)
+    state_path = out / "state.safetensors"
+    step = load_state(state_path, model, ema, optimizer, device) if state_path.exists() else 0
+    net = DistributedDataParallel(model) if world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank * 7919 + step)
+    batches = data.batches(cfg.batch_size, seed=cfg.seed + 1000 * rank + step, num_layers=model_cfg.num_layers)
+    if master:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
+              f"{len(data)} training samples; {world} process(es) on {device}; starting at step {step}")
+
+    log = open(out / "log.jsonl", "a") if master else None
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (master and progress), desc="train")
+    t_last, samples_since = time.time(), 0
+    while step < cfg.steps:
+        lr = get_lr(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        with autocast:
+            loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+        optimizer.step()
+        update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        step += 1
+        samples_since += cfg.batch_size * world
+        bar.update(1)
+        if not math.isfinite(stats["loss"]):
+            raise RuntimeError(f"loss is {stats['loss']} at step {step}; lower --lr or check the data")
+        if master and step % cfg.log_every == 0:
+            now = time.time()
+            row = dict(step=step, lr=lr, grad_norm=grad_norm, samples_per_s=samples_since / (now - t_last), **stats)
+            t_last, samples_since = now, 0
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        if master and val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            indices = list(range(min(cfg.eval_samples, len(val))))
+            row = {"step": step, "val_loss": validation_loss(ema, val, normalization, cfg.schedule, indices,
+                                                             model_cfg.num_layers, device)}
+            row.update({f"val_{k}": v for k, v in evaluate_model(ema, normalization, val, indices,
+                                                                 SampleConfig(steps=cfg.eval_steps)).items()})
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            plot_curves(out)
+            prediction_figure(ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps))
+        if master and (step % cfg.save_every == 0 or step == cfg.steps):
+            save_state(state_path, model, ema, optimizer, step, cfg)
+            save_checkpoint(out / "model.safetensors", ema.state_dict(), model_cfg, normalization,
+                            {"step": step, "train_config": asdict(cfg), "samples_seen": step * cfg.batch_size * world})
+    bar.close()
+    if world > 1:
+        sums = replica_checksums(model, world)
+        if master:
+            log.write(json.dumps({"step": step, "replica_checksums": sums}) + "\n")
+            if len(set(sums)) != 1:
+                raise RuntimeError(f"the {world} replicas hold different weights: {sums}")
+        dist.destroy_process_group()
+    if log:
+        log.close()
+    return out / "model.safetensors"
+
+
+def replica_checksums(model: torch.nn.Module, world: int) -> list[float]:
+    """Each rank's sum of |weights| (float64), gathered: DDP replicas must agree exactly."""
+    total = torch.stack([p.detach().double().abs().sum() for p in model.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(total) for _ in range(world)]
+    dist.all_gather(gathered, total.to(next(model.parameters()).device) if dist.get_backend() == "nccl" else total.cpu())
+    return [float(g.item()) for g in gathered]
+
+
+def plot_curves(out: Path) -> None:
+    """Loss and validation curves of a run folder as PNGs (training loss, held-out metrics)."""
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val_loss" in r]
+    line_plot({"train loss": ([r["step"] for r in train_rows], [r["loss"] for r in train_rows]),
+               "val loss": ([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows])},
+              out / "loss.png", "flow loss", log_y=True)
+    metrics = {k: ([r["step"] for r in val_rows], [r.get(f"val_{k}", float("nan")) for r in val_rows])
+               for k in ("l0_abs_rel", "all_cd_l1", "layer0_cd_l1", "all_f@0.05", "layer0_f@0.05")}
+    line_plot(metrics, out / "val_metrics.png", "held-out metrics")

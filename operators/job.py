@@ -1,0 +1,181 @@
+"""One trace at a time, in a worker thread that never touches Blender data.
+
+The worker runs core code only (read the image, load the model, sample) and reports through a
+queue: progress after every sampler step, then the result or an error. On the main thread a
+`bpy.app.timers` callback drains the queue, updates the panel and hands the result to the scene
+builder. Cancel sets an event the sampler checks after every step. In background mode (no event
+loop, timers never fire) `TraceJob.run_blocking` runs the same work on the calling thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.sampling import SampleConfig
+
+
+@dataclass
+class TraceRequest:
+    """Everything the worker needs, as plain Python values (read from Blender on the main thread)."""
+
+    checkpoint: str  # our .safetensors or an official checkpoint
+    device: str  # "auto", "cuda", "mps" or "cpu"
+    mode: str  # "object" or "scene"
+    steps: int
+    seed: int
+    samples: int
+    image_path: str = ""  # read from disk in the worker ...
+    pixels: np.ndarray | None = None  # ... or RGBA uint8 (H, W, 4) taken from a Blender image
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stage: str = "starting"
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, from the average step time so far."""
+        if self.step == 0:
+            return None
+        return (time.monotonic() - self.started) / self.step * (self.total - self.step)
+
+
+class Cancelled(Exception):
+    """The user cancelled the trace."""
+
+
+# The loaded model is kept between traces (keyed by checkpoint and device) until released.
+_model_cache: dict[tuple[str, str], tuple] = {}
+_model_lock = threading.Lock()
+
+
+def load_model_cached(checkpoint: str, device_name: str):
+    """(model, normalisation, info) for a checkpoint, loaded once per (file, device)."""
+    from ..core.inference import pick_device
+    from ..core.weights import load_any_checkpoint
+
+    device = pick_device(device_name)
+    key = (checkpoint, str(device))
+    with _model_lock:
+        if key not in _model_cache:
+            _model_cache.clear()  # one model in memory at a time
+            _model_cache[key] = load_any_checkpoint(checkpoint, device)
+        return _model_cache[key]
+
+
+def release_models() -> None:
+    """Forget the cached model and give its memory (and GPU memory) back."""
+    with _model_lock:
+        _model_cache.clear()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def loaded_model_description() -> str:
+    """A short line about the cached model, or '' if none is loaded."""
+    with _model_lock:
+        if not _model_cache:
+            return ""
+        (path, device), (model, normalization, info) = next(iter(_model_cache.items()))
+    cfg = model.cfg
+    return f"{info.get('name', 'model')} · {normalization.mode} · {cfg.image_size}px · {device}"
+
+
+def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event):
+    """The work itself (any thread): returns a LayeredPointMap; raises Cancelled or a clear error."""
+    from ..core.imageio import read_image
+    from ..core.inference import TraceCancelled, trace_image
+
+    progress.stage = "reading image"
+    rgba = request.pixels if request.pixels is not None else read_image(request.image_path)
+    progress.stage = "loading model"
+    model, normalization, info = load_model_cached(request.checkpoint, request.device)
+    if cancel.is_set():
+        raise Cancelled()
+    cfg = SampleConfig(steps=request.steps)
+    progress.total, progress.started, progress.stage = cfg.steps, time.monotonic(), "sampling"
+
+    def on_step(step) -> None:
+        progress.step = step.step
+        if cancel.is_set():
+            raise TraceCancelled()
+
+    try:
+        framing = info.get("scene_framing") if request.mode == "scene" else None
+        return trace_image(model, normalization, rgba, request.mode, cfg, request.seed, request.samples, on_step, framing)
+    except TraceCancelled:
+        raise Cancelled() from None
+
+
+class TraceJob:
+    """A trace running (or finished) in a worker thread; `poll` is called on the main thread."""
+
+    def __init__(self, request: TraceRequest, on_done: Callable, on_error: Callable[[str], None],
+                 on_cancel: Callable[[], None]):
+        self.request = request
+        self.progress = Progress()
+        self.cancel_event = threading.Event()
+        self._results: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._callbacks = (on_done, on_error, on_cancel)
+
+    def _work(self) -> None:
+        try:
+            self._results.put(("done", run_trace(self.request, self.progress, self.cancel_event)))
+        except Cancelled:
+            self._results.put(("cancelled", None))
+        except (ValueError, FileNotFoundError, MemoryError) as e:  # ImageError, CheckpointError, ...
+            self._results.put(("error", str(e)))
+        except Exception as e:  # unexpected: keep the traceback for the console
+            traceback.print_exc()
+            self._results.put(("error", f"{type(e).__name__}: {e}"))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="world-tracing", daemon=True)
+        self._thread.start()
+
+    def run_blocking(self) -> None:
+        """Do the work on this thread, then deliver the outcome (background mode)."""
+        self._work()
+        self.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def cancel(self, wait: float = 0.0) -> None:
+        """Ask the worker to stop after its current step; optionally wait up to `wait` seconds."""
+        self.cancel_event.set()
+        if wait and self._thread is not None:
+            self._thread.join(wait)
+
+    def poll(self) -> bool:
+        """Deliver a finished outcome through the callbacks; True once the job is over."""
+        try:
+            kind, value = self._results.get_nowait()
+        except queue.Empty:
+            return False
+        on_done, on_error, on_cancel = self._callbacks
+        if kind == "done":
+            on_done(value)
+        elif kind == "error":
+            on_error(value)
+        else:
+            on_cancel()
+        return True

@@ -1,0 +1,357 @@
+"""Build a traced result in Blender: a collection with the matched camera, per-layer point clouds
+and meshes, materials and a novel-view camera (main thread only).
+
+World frame: the matched camera sits at the origin looking along +Y with +Z up, so OpenCV
+camera coordinates (x right, y down, z forward) map to world coordinates (x, z, -y). Geometry
+objects keep identity transforms; every vertex carries `wt_layer`, `wt_pixel` (row·W + col),
+`wt_color` and (points) `wt_radius`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from ..core.camera import blender_camera_to_intrinsics, intrinsics_to_blender_camera
+from ..core.layered import LayeredPointMap
+from ..core.meshing import layer_to_grid_mesh
+
+PREFIX = "WT"
+POINTS_GROUP = "WT Mesh to Points"
+LAYER_TINTS = np.array([[1.0, 1.0, 1.0], [0.35, 0.6, 1.0], [1.0, 0.45, 0.3], [0.4, 1.0, 0.45],
+                        [1.0, 0.9, 0.3], [0.8, 0.4, 1.0], [0.3, 1.0, 1.0], [1.0, 0.5, 0.8]], dtype=np.float32)
+TINT_STRENGTH = 0.55  # hidden layers: how far their colour moves toward the layer's tint
+
+
+@dataclass
+class BuildOptions:
+    output: str = "POINTS"  # "POINTS", "MESHES" or "BOTH"
+    layers: tuple[int, ...] | None = None  # layers to build (None: all)
+    max_rel_jump: float = 0.05  # meshes: cut triangles whose depth ratio exceeds 1 + this
+    point_size: float = 1.0  # points: radius in pixel footprints (1 = neighbours just touch)
+
+
+def opencv_to_world(points: np.ndarray) -> np.ndarray:
+    """(N, 3) OpenCV camera coordinates → world coordinates of the matched camera's frame."""
+    return np.stack([points[:, 0], points[:, 2], -points[:, 1]], axis=1).astype(np.float32)
+
+
+def result_name(source: str) -> str:
+    """Collection name for an image: 'WT <stem>' (short enough for Blender's 63-character names)."""
+    return f"{PREFIX} {source[:40]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data blocks
+# ----------------------------------------------------------------------------------------------
+
+def image_from_array(name: str, rgb: np.ndarray) -> bpy.types.Image:
+    """A packed Blender image from (H, W, 3) uint8 (top row first)."""
+    H, W = rgb.shape[:2]
+    image = bpy.data.images.new(name, W, H, alpha=False)
+    rgba = np.concatenate([rgb, np.full((H, W, 1), 255, np.uint8)], axis=-1)[::-1]
+    image.pixels.foreach_set((rgba.astype(np.float32) / 255.0).ravel())
+    image.pack()
+    image["wt_generated"] = True  # ours to delete with the result
+    return image
+
+
+def emission_material(name: str, image: bpy.types.Image | None, tint: np.ndarray | None) -> bpy.types.Material:
+    """Unlit material showing the image: through UVs (`image` given) or the `wt_color` attribute.
+
+    With `tint`, the colour is mixed toward it (hidden layers: what the model invented).
+    """
+    mat = bpy.data.materials.new(name)
+    if mat.node_tree is None:  # Blender < 5.0 creates materials without nodes
+        mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    nodes.clear()
+    out = nodes.new("ShaderNodeOutputMaterial")
+    emit = nodes.new("ShaderNodeEmission")
+    if image is not None:
+        colour = nodes.new("ShaderNodeTexImage")
+        colour.image = image
+        colour.interpolation = "Closest"
+        socket = colour.outputs["Color"]
+    else:
+        colour = nodes.new("ShaderNodeAttribute")
+        colour.attribute_type = "GEOMETRY"
+        colour.attribute_name = "wt_color"
+        socket = colour.outputs["Color"]
+    if tint is not None:
+        mix = nodes.new("ShaderNodeMix")
+        mix.data_type = "RGBA"
+        mix.inputs["Factor"].default_value = TINT_STRENGTH
+        links.new(socket, mix.inputs["A"])
+        mix.inputs["B"].default_value = (*tint.tolist(), 1.0)
+        socket = mix.outputs["Result"]
+    links.new(socket, emit.inputs["Color"])
+    links.new(emit.outputs["Emission"], out.inputs["Surface"])
+    return mat
+
+
+def points_node_group() -> bpy.types.NodeTree:
+    """Shared geometry nodes: mesh vertices → points of radius wt_radius × Point Size, material kept."""
+    group = bpy.data.node_groups.get(POINTS_GROUP)
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(POINTS_GROUP, "GeometryNodeTree")
+    group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    size = group.interface.new_socket("Point Size", in_out="INPUT", socket_type="NodeSocketFloat")
+    size.default_value, size.min_value = 1.0, 0.0
+    group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    gin, gout = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    radius = nodes.new("GeometryNodeInputNamedAttribute")
+    radius.data_type = "FLOAT"
+    radius.inputs["Name"].default_value = "wt_radius"
+    scale = nodes.new("ShaderNodeMath")
+    scale.operation = "MULTIPLY"
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    to_points.mode = "VERTICES"
+    links.new(radius.outputs["Attribute"], scale.inputs[0])
+    links.new(gin.outputs["Point Size"], scale.inputs[1])
+    links.new(gin.outputs["Geometry"], to_points.inputs["Mesh"])
+    links.new(scale.outputs["Value"], to_points.inputs["Radius"])
+    links.new(to_points.outputs["Points"], gout.inputs["Geometry"])
+    return group
+
+
+def set_point_attributes(mesh: bpy.types.Mesh, layer: int, pixels: np.ndarray, colors: np.ndarray) -> None:
+    """wt_layer, wt_pixel (INT) and wt_color (FLOAT_COLOR, RGBA in [0, 1]) on every vertex."""
+    n = len(pixels)
+    mesh.attributes.new("wt_layer", "INT", "POINT").data.foreach_set("value", np.full(n, layer, np.int32))
+    mesh.attributes.new("wt_pixel", "INT", "POINT").data.foreach_set("value", pixels.astype(np.int32))
+    rgba = np.concatenate([colors, np.ones((n, 1), np.float32)], axis=1)
+    mesh.attributes.new("wt_color", "FLOAT_COLOR", "POINT").data.foreach_set("color", rgba.ravel())
+
+
+def layer_colors(lpm: LayeredPointMap, layer: int, pixels: np.ndarray) -> np.ndarray:
+    """(N, 3) float colours of a layer's pixels: the image, tinted for hidden layers."""
+    rgb = lpm.image.reshape(-1, 3)[pixels].astype(np.float32) / 255.0
+    if layer > 0:
+        rgb = rgb * (1 - TINT_STRENGTH) + LAYER_TINTS[layer % len(LAYER_TINTS)] * TINT_STRENGTH
+    return rgb
+
+
+def points_object(name: str, lpm: LayeredPointMap, layer: int, point_size: float, material) -> bpy.types.Object:
+    """A vertex-only mesh of one layer's valid points, drawn as points by geometry nodes."""
+    row, col = np.nonzero(lpm.valid[layer])
+    pixels = row * lpm.width + col
+    co = opencv_to_world(lpm.points[layer, row, col])
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(co))
+    mesh.vertices.foreach_set("co", co.ravel())
+    set_point_attributes(mesh, layer, pixels, layer_colors(lpm, layer, pixels))
+    footprint = lpm.points[layer, row, col, 2] / float(lpm.intrinsics[0, 0])  # one pixel's width at that depth
+    mesh.attributes.new("wt_radius", "FLOAT", "POINT").data.foreach_set("value", (0.5 * footprint).astype(np.float32))
+    mesh.materials.append(material)
+    mesh.update()
+    obj = bpy.data.objects.new(name, mesh)
+    mod = obj.modifiers.new("Points", "NODES")
+    mod.node_group = points_node_group()
+    mod[mod.node_group.interface.items_tree["Point Size"].identifier] = point_size
+    return obj
+
+
+def mesh_object(name: str, lpm: LayeredPointMap, layer: int, max_rel_jump: float, material) -> bpy.types.Object:
+    """One layer as a grid mesh with depth-jump cuts and image UVs."""
+    grid = layer_to_grid_mesh(lpm.points[layer], lpm.valid[layer], layer, max_rel_jump)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(grid.vertices))
+    mesh.vertices.foreach_set("co", opencv_to_world(grid.vertices).ravel())
+    faces = grid.faces.astype(np.int32)
+    mesh.loops.add(faces.size)
+    mesh.loops.foreach_set("vertex_index", faces.ravel())
+    mesh.polygons.add(len(faces))
+    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    uv = mesh.uv_layers.new(name="UVMap")
+    uv.data.foreach_set("uv", grid.uvs[faces.ravel()].ravel())
+    set_point_attributes(mesh, layer, grid.pixels, layer_colors(lpm, layer, grid.pixels))
+    mesh.materials.append(material)
+    mesh.update()
+    return bpy.data.objects.new(name, mesh)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cameras
+# ----------------------------------------------------------------------------------------------
+
+def matched_camera(name: str, lpm: LayeredPointMap, image: bpy.types.Image) -> bpy.types.Object:
+    """Camera at the origin looking along +Y reproducing the intrinsics, with the image as background."""
+    cam = intrinsics_to_blender_camera(lpm.intrinsics, lpm.width, lpm.height)
+    data = bpy.data.cameras.new(name)
+    data.sensor_fit = cam.sensor_fit
+    data.sensor_width = data.sensor_height = cam.sensor_size
+    data.lens, data.shift_x, data.shift_y = cam.lens, cam.shift_x, cam.shift_y
+    data.clip_start, data.clip_end = 0.01, 1000.0
+    data.show_background_images = True
+    background = data.background_images.new()
+    background.image = image
+    background.alpha = 0.6
+    obj = bpy.data.objects.new(name, data)
+    obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
+    return obj
+
+
+def orbit_camera(name: str, source: bpy.types.Object, target: np.ndarray, swing_deg: float = 35.0,
+                 frames: int = 48) -> tuple[bpy.types.Object, bpy.types.Object]:
+    """A pivot at `target` and a camera on it that swings ±swing_deg around the result over `frames`."""
+    pivot = bpy.data.objects.new(f"{name} pivot", None)
+    pivot.empty_display_type = "SPHERE"
+    pivot.empty_display_size = 0.05
+    pivot.location = target.tolist()
+    cam = bpy.data.objects.new(name, source.data.copy())
+    cam.data.name = name
+    cam.data.shift_x = cam.data.shift_y = 0.0
+    cam.data.show_background_images = False
+    cam.parent = pivot
+    cam.location = (-target).tolist()  # the matched camera's position, seen from the pivot
+    track = cam.constraints.new("TRACK_TO")
+    track.target, track.track_axis, track.up_axis = pivot, "TRACK_NEGATIVE_Z", "UP_Y"
+    for frame, angle in ((1, -swing_deg), (frames, swing_deg)):
+        pivot.rotation_euler[2] = math.radians(angle)
+        pivot.keyframe_insert("rotation_euler", index=2, frame=frame)
+    pivot.rotation_euler[2] = math.radians(swing_deg * 0.6)
+    return pivot, cam
+
+
+# ----------------------------------------------------------------------------------------------
+# Results: create, replace, read back
+# ----------------------------------------------------------------------------------------------
+
+def remove_result(collection: bpy.types.Collection) -> None:
+    """Delete a result collection with its objects and every data block only it used."""
+    datas, actions = [], []
+    for obj in list(collection.all_objects):
+        if obj.data is not None:
+            datas.append(obj.data)
+        if obj.animation_data and obj.animation_data.action:
+            actions.append(obj.animation_data.action)
+        bpy.data.objects.remove(obj)
+    for action in actions:
+        if action.users == 0:
+            bpy.data.actions.remove(action)
+    for data in datas:
+        materials = list(getattr(data, "materials", []))
+        if data.users == 0:
+            getattr(bpy.data, {"MESH": "meshes", "CAMERA": "cameras"}.get(data.id_type, "meshes")).remove(data)
+        for mat in materials:
+            if mat is not None and mat.users == 0:
+                bpy.data.materials.remove(mat)
+    image = collection.get("wt_image")
+    bpy.data.collections.remove(collection)
+    if image is not None and image.get("wt_generated") and image.users == 0:
+        bpy.data.images.remove(image)
+
+
+def rename_result(collection: bpy.types.Collection, old: str, new: str) -> None:
+    """Rename a result's collection, objects, their data and materials from prefix `old` to `new`."""
+    blocks = [collection]
+    for obj in collection.all_objects:
+        blocks.append(obj)
+        if obj.data is not None:
+            blocks.append(obj.data)
+            blocks.extend(m for m in getattr(obj.data, "materials", []) if m is not None)
+    for block in blocks:
+        if block.name.startswith(old):
+            block.name = new + block.name[len(old):]
+
+
+def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, options: BuildOptions,
+                 image: bpy.types.Image | None = None, properties: dict | None = None) -> bpy.types.Collection:
+    """Create the collection `name` for a traced result, replacing an earlier one of that name.
+
+    The previous result is only removed once the new one is complete; if building fails, what was
+    created is removed and the error propagates, so nothing half-built is left.
+    """
+    previous = bpy.data.collections.get(name)
+    if previous is not None:
+        rename_result(previous, name, f"{name} (old)")  # frees the names for the new result
+    collection = bpy.data.collections.new(name)
+    scene.collection.children.link(collection)
+    try:
+        if image is None:
+            image = image_from_array(name, lpm.image)
+        collection["wt_image"] = image
+        for key, value in (properties or {}).items():
+            collection[key] = value
+        camera = matched_camera(f"{name} camera", lpm, image)
+        collection.objects.link(camera)
+        layers = [k for k in (options.layers or range(lpm.num_layers)) if k < lpm.num_layers and lpm.valid[k].any()]
+        for k in layers:
+            tint = None if k == 0 else LAYER_TINTS[k % len(LAYER_TINTS)]
+            if options.output in ("POINTS", "BOTH"):
+                mat = emission_material(f"{name} points L{k}", None, None)
+                collection.objects.link(points_object(f"{name} points L{k}", lpm, k, options.point_size, mat))
+            if options.output in ("MESHES", "BOTH"):
+                mat = emission_material(f"{name} mesh L{k}", image, tint)
+                collection.objects.link(mesh_object(f"{name} mesh L{k}", lpm, k, options.max_rel_jump, mat))
+        front = lpm.points[0][lpm.valid[0]]
+        centre = opencv_to_world(np.median(front, axis=0, keepdims=True))[0] if len(front) else np.array([0, 2, 0.0])
+        for obj in orbit_camera(f"{name} novel view", camera, centre):
+            collection.objects.link(obj)
+        match_render(scene, camera, lpm)
+    except BaseException:
+        remove_result(collection)
+        if previous is not None:
+            rename_result(previous, f"{name} (old)", name)
+        raise
+    if previous is not None:
+        remove_result(previous)
+    return collection
+
+
+def match_render(scene: bpy.types.Scene, camera: bpy.types.Object, lpm: LayeredPointMap) -> None:
+    """Make `camera` the scene camera and the render resolution and pixel aspect the image's."""
+    cam = intrinsics_to_blender_camera(lpm.intrinsics, lpm.width, lpm.height)
+    scene.camera = camera
+    scene.render.resolution_x, scene.render.resolution_y = lpm.width, lpm.height
+    scene.render.resolution_percentage = 100
+    scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = cam.pixel_aspect_x, cam.pixel_aspect_y
+
+
+def result_layers(collection: bpy.types.Collection) -> dict[int, list[bpy.types.Object]]:
+    """Geometry objects of a result by layer (read from their wt_layer attribute)."""
+    layers: dict[int, list] = {}
+    for obj in collection.objects:
+        if obj.type == "MESH" and "wt_layer" in obj.data.attributes and len(obj.data.vertices):
+            layers.setdefault(int(obj.data.attributes["wt_layer"].data[0].value), []).append(obj)
+    return layers
+
+
+def layered_from_result(collection: bpy.types.Collection) -> LayeredPointMap:
+    """Read a (possibly edited) result back as a LayeredPointMap: vertex positions into the matched
+    camera's OpenCV frame, placed at their wt_pixel; deleted points become invalid."""
+    camera = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is None)
+    image = collection.get("wt_image")
+    if image is None:
+        raise ValueError(f"{collection.name} has no image; it was not made by World Tracing")
+    W, H = image.size
+    rgba = np.empty(W * H * 4, np.float32)
+    image.pixels.foreach_get(rgba)
+    rgb = (rgba.reshape(H, W, 4)[::-1, :, :3] * 255.0 + 0.5).astype(np.uint8)
+    d = camera.data
+    intrinsics = blender_camera_to_intrinsics(d.lens, d.sensor_width, d.sensor_height, d.sensor_fit, d.shift_x, d.shift_y,
+                                              W, H, bpy.context.scene.render.pixel_aspect_x, bpy.context.scene.render.pixel_aspect_y)
+    world_to_camera = np.array(camera.matrix_world.inverted(), dtype=np.float64)
+    layers = result_layers(collection)
+    L = max(layers) + 1 if layers else 1
+    points = np.zeros((L, H, W, 3), np.float32)
+    valid = np.zeros((L, H, W), bool)
+    for k, objects in layers.items():
+        obj = next((o for o in objects if o.modifiers.get("Points")), objects[0])  # points carry every valid pixel
+        n = len(obj.data.vertices)
+        co = np.empty(n * 3, np.float32)
+        obj.data.vertices.foreach_get("co", co)
+        pix = np.empty(n, np.int32)
+        obj.data.attributes["wt_pixel"].data.foreach_get("value", pix)
+        m = world_to_camera @ np.array(obj.matrix_world, dtype=np.float64)
+        cam = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]  # Blender camera axes
+        points[k].reshape(-1, 3)[pix] = cam * np.array([1.0, -1.0, -1.0])
+        valid[k].reshape(-1)[pix] = True
+    valid = np.cumprod(valid, axis=0).astype(bool)  # keep layers front to back
+    return LayeredPointMap(points * valid[..., None], valid, intrinsics, rgb)

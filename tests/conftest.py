@@ -1,0 +1,95 @@
+"""Shared fixtures: an isolated Blender (the bpy module), reset around each test that asks for it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+INTEROP = Path(os.environ.get("WT_INTEROP", ROOT.parent / "shared" / "interop"))
+
+# Blender reads and writes user configuration (extensions, preferences) here: keep tests away from
+# any real user folder. Must be set before bpy is first imported.
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="wt-blender-user-"))
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def blender():
+    """The bpy module with an empty factory scene, reset again afterwards."""
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    yield bpy
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+@pytest.fixture(scope="session")
+def interop() -> Path:
+    """../shared/interop (or $WT_INTEROP): the released-model specification and reference vectors."""
+    if not (INTEROP / "tiny_io.safetensors").is_file():
+        pytest.fail(f"reference vectors not found in {INTEROP}; set WT_INTEROP to the interop folder")
+    return INTEROP
+
+
+def small_config():
+    """A WT-DiT small enough to sample in milliseconds on a CPU (structure as in `tiny`)."""
+    from core.encoder import EncoderConfig
+    from core.model import WTDiTConfig
+
+    return WTDiTConfig(image_size=32, patch_size=8, num_layers=4, dim=32, num_heads=2, depth=3, head_depth=3,
+                       layerscale_init=0.5, encoder=EncoderConfig(embed_dim=32, depth=2, num_heads=2, pos_grid=4, num_features=2, frozen=False))
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A seeded small model with random (non-zero) output weights, saved as one of our checkpoints."""
+    import torch
+
+    from core.checkpoint import save_checkpoint
+    from core.geometry import PointNormalization
+    from core.model import WTDiT
+
+    torch.manual_seed(0)
+    model = WTDiT(small_config())
+    torch.nn.init.normal_(model.head.out.weight, std=0.05)
+    path = tmp_path_factory.mktemp("checkpoint") / "small.safetensors"
+    save_checkpoint(path, model.state_dict(), model.cfg, PointNormalization("zscore"), {"name": "random small"})
+    return path
+
+
+def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: int = 0, shard_size: int = 4) -> Path:
+    """Shards of analytic spheres (enter and exit crossings per ray), shaded by their normals."""
+    import numpy as np
+
+    from core.data.shards import shard_path, write_shard
+
+    rng = np.random.default_rng(seed)
+    R = resolution
+    f = R / (2 * np.tan(np.radians(25)))
+    K = np.array([[f, 0, R / 2], [0, f, R / 2], [0, 0, 1]], np.float32)
+    v, u = np.mgrid[0:R, 0:R] + 0.5
+    rays = np.stack([(u - R / 2) / f, (v - R / 2) / f, np.ones((R, R))], -1)
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    samples = []
+    for i in range(count):
+        centre, radius = np.array([*rng.uniform(-0.15, 0.15, 2), rng.uniform(1.6, 2.2)]), rng.uniform(0.3, 0.5)
+        b = rays @ centre
+        disc = b ** 2 - (centre @ centre - radius ** 2)
+        hit = disc > 0
+        near, far = b - np.sqrt(np.maximum(disc, 0)), b + np.sqrt(np.maximum(disc, 0))
+        distance = np.zeros((6, R, R), np.float32)
+        distance[0][hit], distance[1][hit] = near[hit], far[hit]
+        normal = (rays * near[..., None] - centre) / radius
+        shade = np.clip(0.3 + 0.7 * -normal[..., 2], 0, 1)
+        rgb = (shade[..., None] * rng.uniform(0.4, 1.0, 3) * 255).astype(np.uint8)
+        samples.append({"rgb": rgb, "alpha": (hit * 255).astype(np.uint8), "distance": distance, "intrinsics": K,
+                        "cam_to_world": np.eye(4, dtype=np.float32), "index": np.int64(i)})
+    for s in range(0, count, shard_size):
+        write_shard(shard_path(folder, s // shard_size), samples[s:s + shard_size], {"mode": "object", "samples": []})
+    return folder

@@ -1,0 +1,265 @@
+"""The extension in real Blender: built with Blender's tool, installed from its zip, driven by operators."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, ROOT
+
+MODULE = "bl_ext.user_default.world_tracing"
+SAMPLE = DATA / "object_rgba.png"
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory):
+    """The linux-x64 extension zip, built and validated by wheels/build.py."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, str(ROOT / "wheels" / "build.py"), "--out", str(out)], check=True)
+    return next((out / "cp311").glob("world_tracing-*-linux_x64.zip"))
+
+
+@pytest.fixture(scope="session")
+def installed(extension_zip, random_checkpoint):
+    """Install the zip into the (temporary) user extension repository, enabled, using the test model."""
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    result = bpy.ops.extensions.package_install_files(filepath=str(extension_zip), repo="user_default",
+                                                      enable_on_install=True, overwrite=True)
+    assert result == {"FINISHED"}
+    return sys.modules[MODULE]
+
+
+@pytest.fixture
+def bpy_ext(installed, random_checkpoint):
+    """bpy with the extension enabled, the test model chosen and an empty scene; reset afterwards."""
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.checkpoint, prefs.device = str(random_checkpoint), "cpu"
+    scene = bpy.context.scene
+    scene.world_tracing.output = "BOTH"
+    yield bpy
+    bpy.ops.wm.read_homefile(use_empty=True)
+
+
+def datablock_counts(bpy) -> dict[str, int]:
+    return {k: len(getattr(bpy.data, k)) for k in ("objects", "meshes", "materials", "images", "cameras", "collections",
+                                                   "actions", "node_groups")}
+
+
+def trace(bpy, path=SAMPLE, **kwargs):
+    return bpy.ops.world_tracing.trace_image(filepath=str(path), **kwargs)
+
+
+def result_collection(bpy):
+    return bpy.context.scene.world_tracing.result
+
+
+def test_enable_disable_enable_leaves_no_leftovers(installed):
+    """Disabling removes operators, settings and handlers; enabling again restores them, without errors."""
+    import bpy
+
+    handlers = len(bpy.app.handlers.load_pre)
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    assert not hasattr(bpy.types.Scene, "world_tracing")
+    assert not hasattr(bpy.types, "WORLD_TRACING_OT_trace_image")
+    assert len(bpy.app.handlers.load_pre) == handlers - 1
+    bpy.ops.preferences.addon_enable(module=MODULE)
+    assert hasattr(bpy.types.Scene, "world_tracing") and hasattr(bpy.ops.world_tracing, "trace_image")
+    assert len(bpy.app.handlers.load_pre) == handlers
+
+
+def test_trace_builds_collection_camera_and_layers(bpy_ext):
+    """One call builds the result: a collection with the matched camera, points and meshes per layer."""
+    bpy = bpy_ext
+    assert trace(bpy) == {"FINISHED"}
+    collection = result_collection(bpy)
+    assert collection.name == "WT object_rgba"
+    scene = bpy.context.scene
+    camera = scene.camera
+    assert camera.name in collection.objects and camera.type == "CAMERA"
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (56, 40)
+    geometry = [o for o in collection.objects if o.type == "MESH"]
+    assert any(o.modifiers.get("Points") for o in geometry) and any(len(o.data.polygons) for o in geometry)
+    for obj in geometry:
+        attrs = obj.data.attributes
+        assert attrs["wt_layer"].data_type == "INT" and attrs["wt_pixel"].data_type == "INT"
+        assert attrs["wt_layer"].domain == "POINT" and "wt_color" in attrs
+    novel = [o for o in collection.objects if o.type == "CAMERA" and o.parent is not None]
+    assert len(novel) == 1
+
+
+def test_layer0_points_project_to_their_pixel_centres(bpy_ext):
+    """Seen through the matched camera, every layer-0 point lands within 0.5 px of its pixel's centre."""
+    from bpy_extras.object_utils import world_to_camera_view
+
+    bpy = bpy_ext
+    trace(bpy)
+    scene = bpy.context.scene
+    obj = next(o for o in result_collection(bpy).objects if o.modifiers.get("Points") and o.name.endswith("L0"))
+    n = len(obj.data.vertices)
+    co = np.empty(n * 3, np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    pixels = np.empty(n, np.int32)
+    obj.data.attributes["wt_pixel"].data.foreach_get("value", pixels)
+    W, H = scene.render.resolution_x, scene.render.resolution_y
+    from mathutils import Vector
+    errors = []
+    for p, pix in zip(co.reshape(-1, 3)[::7], pixels[::7]):
+        ndc = world_to_camera_view(scene, scene.camera, obj.matrix_world @ Vector(p.tolist()))
+        u, v = ndc.x * W, (1.0 - ndc.y) * H
+        row, col = divmod(int(pix), W)
+        errors.append(max(abs(u - (col + 0.5)), abs(v - (row + 0.5))))
+    assert n > 100 and max(errors) < 0.5, max(errors)
+
+
+def test_novel_view_render_shows_the_geometry(bpy_ext, tmp_path):
+    """A Cycles CPU render through the novel-view camera has the traced points in the picture."""
+    bpy = bpy_ext
+    trace(bpy)
+    scene = bpy.context.scene
+    bpy.ops.world_tracing.view_camera(novel=True)
+    assert scene.camera.parent is not None
+    scene.render.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples = "CPU", 4
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.render.film_transparent = True
+    scene.render.filepath = str(tmp_path / "novel.png")
+    bpy.ops.render.render(write_still=True)
+    alpha = np.asarray(Image.open(tmp_path / "novel.png"))[..., 3]
+    assert (alpha > 0).mean() > 0.02
+
+
+def test_cancel_stops_a_running_trace_and_builds_nothing(bpy_ext, installed):
+    """Cancel takes effect after the current step; the job reports cancelled and the scene is untouched."""
+    bpy = bpy_ext
+    trace_mod = sys.modules[f"{MODULE}.operators.trace"]
+    settings = bpy.context.scene.world_tracing
+    settings.steps = 200
+    before = datablock_counts(bpy)
+    request, name, image = trace_mod.make_request(bpy.context, str(SAMPLE), 0)
+    messages = []
+    job = trace_mod.TraceJob(request, lambda lpm: messages.append("done"), messages.append, lambda: messages.append("cancelled"))
+    job.start()
+    deadline = time.monotonic() + 60
+    while job.progress.step < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.cancel()
+    stopped_at = job.progress.step
+    while not job.poll():
+        time.sleep(0.01)
+    assert messages == ["cancelled"]
+    assert job.progress.step <= stopped_at + 1 < 200
+    assert datablock_counts(bpy) == before
+
+
+@pytest.mark.parametrize("name, message", [
+    ("missing.png", "not found"),
+    ("truncated.png", "not a readable image"),
+    ("not_an_image.png", "not a readable image"),
+    ("one_pixel.png", "too small"),
+    ("transparent.png", "no foreground"),
+])
+def test_bad_input_gives_a_clear_error_and_builds_nothing(bpy_ext, name, message):
+    """Unusable images end in one clear error, and no data block is created."""
+    bpy = bpy_ext
+    before = datablock_counts(bpy)
+    with pytest.raises(RuntimeError, match=message):
+        trace(bpy, DATA / name)
+    assert datablock_counts(bpy) == before
+
+
+def test_huge_image_is_refused_before_decoding(bpy_ext, tmp_path):
+    """An 8000×6000 image is refused with the size limit in the message; nothing is built."""
+    bpy = bpy_ext
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (8000, 6000), (120, 130, 140)).save(path)
+    before = datablock_counts(bpy)
+    with pytest.raises(RuntimeError, match="8000×6000.*downscale"):
+        trace(bpy, path)
+    assert datablock_counts(bpy) == before
+
+
+@pytest.mark.parametrize("name", ["rgba16.png", "grey16.png", "grey.png", "white_background.jpg"])
+def test_unusual_but_valid_images_trace(bpy_ext, name):
+    """16-bit, greyscale and JPEG images with a plain background trace like any other."""
+    bpy = bpy_ext
+    assert trace(bpy, DATA / name) == {"FINISHED"}
+    assert result_collection(bpy) is not None
+
+
+def test_tracing_twice_replaces_the_result_without_leaks(bpy_ext):
+    """A second trace of the same image replaces the first: same data-block counts, one collection."""
+    bpy = bpy_ext
+    trace(bpy)
+    after_one = datablock_counts(bpy)
+    trace(bpy, seed=5)
+    assert datablock_counts(bpy) == after_one
+    assert [c.name for c in bpy.data.collections] == ["WT object_rgba"]
+
+
+def test_resample_replaces_geometry_in_place_with_the_next_seed(bpy_ext):
+    """Resample keeps the collection, bumps the seed and changes the points."""
+    bpy = bpy_ext
+    trace(bpy)
+    obj = next(o for o in result_collection(bpy).objects if o.name.endswith("points L0"))
+    before = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", before)
+    assert bpy.ops.world_tracing.resample() == {"FINISHED"}
+    collection = result_collection(bpy)
+    assert collection.name == "WT object_rgba" and collection["wt_seed"] == 1
+    obj = next(o for o in collection.objects if o.name.endswith("points L0"))
+    after = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", after)
+    assert before.shape != after.shape or not np.allclose(before, after)
+
+
+def test_export_writes_the_edited_result(bpy_ext, tmp_path):
+    """Export writes .npz/.ply/.obj; the .npz round-trips the points, including a user's edit."""
+    from core.layered import LayeredPointMap
+
+    bpy = bpy_ext
+    trace(bpy)
+    collection = result_collection(bpy)
+    obj = next(o for o in collection.objects if o.name.endswith("points L0"))
+    obj.data.vertices[0].co.z += 0.25  # an edit: 0.25 up in the world is 0.25 along -y in camera space
+    pix = obj.data.attributes["wt_pixel"].data[0].value
+    assert bpy.ops.world_tracing.export(directory=str(tmp_path)) == {"FINISHED"}
+    lpm = LayeredPointMap.load(tmp_path / "WT_object_rgba.npz")
+    assert (tmp_path / "WT_object_rgba.ply").stat().st_size > 0 and (tmp_path / "WT_object_rgba.obj").stat().st_size > 0
+    row, col = divmod(pix, lpm.width)
+    co = obj.data.vertices[0].co
+    np.testing.assert_allclose(lpm.points[0, row, col], [co.x, -co.z, co.y], atol=1e-5)
+    assert lpm.valid[0].sum() == len(obj.data.vertices)
+
+
+def layer0_points(collection) -> np.ndarray:
+    obj = next(o for o in collection.objects if o.name.endswith("points L0"))
+    co = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    return co
+
+
+def test_samples_can_be_flipped_and_kept(bpy_ext):
+    """With two samples the result flips between them in place, back again exactly, and one can be kept."""
+    bpy = bpy_ext
+    settings = bpy.context.scene.world_tracing
+    settings.samples = 2
+    trace(bpy)
+    assert result_collection(bpy)["wt_samples"] == 2
+    first = layer0_points(result_collection(bpy))
+    settings.sample = 1
+    assert result_collection(bpy).name == "WT object_rgba"
+    second = layer0_points(result_collection(bpy))
+    assert first.shape != second.shape or not np.allclose(first, second)
+    settings.sample = 0
+    np.testing.assert_array_equal(layer0_points(result_collection(bpy)), first)
+    assert bpy.ops.world_tracing.keep_sample() == {"FINISHED"}

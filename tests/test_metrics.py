@@ -1,0 +1,201 @@
+"""Tests for core.metrics: alignment, Chamfer / F-score, and the per-sample layered evaluation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from core.metrics import (
+    align_points_scale_z_shift,
+    apply_scale_z_shift,
+    chamfer_fscore,
+    evaluate_layered,
+    mean_metrics,
+    visible_surface_metrics,
+)
+
+
+def pixel_rays(size: int = 40, focal: float = 45.0) -> np.ndarray:
+    """(H, W, 3) rays (x/z, y/z, 1) through pixel centres of a square pinhole image."""
+    v, u = np.mgrid[0:size, 0:size] + 0.5
+    return np.stack([(u - size / 2) / focal, (v - size / 2) / focal, np.ones((size, size))], axis=-1)
+
+
+def sphere_layers(centre=(0.1, -0.05, 3.0), radius: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two-layer map of a sphere: entry (front) and exit (back) points of every pixel ray.
+
+    Returns points (2, H, W, 3) float32 (zeros where invalid) and valid (2, H, W) bool.
+    """
+    d = pixel_rays()
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    c = np.asarray(centre)
+    b = d @ c  # ray length to the closest approach
+    disc = b**2 - c @ c + radius**2
+    hit = disc > 0
+    root = np.sqrt(np.maximum(disc, 0.0))
+    points = np.stack([(b - root)[..., None] * d, (b + root)[..., None] * d])
+    valid = np.stack([hit, hit])
+    return np.where(valid[..., None], points, 0.0).astype(np.float32), valid
+
+
+def test_align_recovers_known_scale_and_z_shift():
+    """A prediction that is the ground truth under 1/s and −t yields exactly (s, t) back."""
+    g = np.random.default_rng(1).normal(size=(500, 3)) + [0.0, 0.0, 4.0]
+    s, t = 2.5, -0.7
+    p = g.copy()
+    p[:, 2] -= t
+    p /= s
+    s_hat, t_hat = align_points_scale_z_shift(p, g)
+    assert s_hat == pytest.approx(s, abs=1e-10)
+    assert t_hat == pytest.approx(t, abs=1e-10)
+    np.testing.assert_allclose(apply_scale_z_shift(p, s_hat, t_hat), g, atol=1e-10)
+
+
+def test_apply_scale_z_shift_scales_xyz_and_shifts_only_z():
+    """s·p + t·e_z on any leading shape."""
+    p = np.array([[[1.0, -2.0, 3.0]]])
+    np.testing.assert_allclose(apply_scale_z_shift(p, 2.0, 0.5), [[[2.0, -4.0, 6.5]]])
+
+
+def test_visible_surface_metrics_zero_error_after_alignment():
+    """A scaled and z-shifted copy of the ground truth has zero depth error and reports the inverse transform."""
+    gt, valid = sphere_layers()
+    pred = apply_scale_z_shift(gt[0], 0.5, 1.0)
+    m = visible_surface_metrics(pred, gt[0], valid[0])
+    assert m["scale"] == pytest.approx(2.0, rel=1e-6)
+    assert m["shift"] == pytest.approx(-2.0, rel=1e-6)
+    for key in ("abs_rel", "mae", "rmse", "point_rel"):
+        assert m[key] == pytest.approx(0.0, abs=1e-6)
+    assert m["delta1"] == 1.0
+
+
+def test_identical_sets_give_zero_chamfer_and_unit_fscore():
+    """Chamfer 0 and precision = recall = F = 1 at every threshold for identical sets."""
+    x = np.random.default_rng(0).uniform(size=(300, 3))
+    m = chamfer_fscore(x, x)
+    assert m["cd_l1"] == 0.0 and m["cd_l2"] == 0.0
+    for tau in ("0.01", "0.05"):
+        assert m[f"f@{tau}"] == m[f"precision@{tau}"] == m[f"recall@{tau}"] == 1.0
+
+
+def test_chamfer_of_two_points_offset_by_known_distance():
+    """Two points vs the same two moved 0.3 in z: cd_l1 = 0.3, cd_l2 = 0.09, F = 1 only above 0.3."""
+    pred = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    m = chamfer_fscore(pred, pred + [0.0, 0.0, 0.3], thresholds=(0.1, 0.5))
+    assert m["cd_l1"] == pytest.approx(0.3)
+    assert m["cd_l2"] == pytest.approx(0.09)
+    assert m["f@0.1"] == 0.0
+    assert m["f@0.5"] == 1.0
+
+
+def test_chamfer_is_asymmetric_in_precision_and_recall():
+    """One predicted point on one of two GT points: P = 1, R = ½, F = ⅔; cd_l1 = ½(0 + 1), cd_l2 = ½(0 + 2)."""
+    m = chamfer_fscore(np.zeros((1, 3)), np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]]), thresholds=(0.5,))
+    assert m["precision@0.5"] == 1.0
+    assert m["recall@0.5"] == 0.5
+    assert m["f@0.5"] == pytest.approx(2 / 3)
+    assert m["cd_l1"] == pytest.approx(0.5)
+    assert m["cd_l2"] == pytest.approx(1.0)
+
+
+def test_fscore_counts_offset_of_two_percent_at_five_not_one():
+    """A unit-sized plane shifted by 0.02 scores F = 1 at 0.05 and F = 0 at 0.01."""
+    u, v = np.mgrid[0:21, 0:21] / 20.0
+    gt = np.stack([u.ravel(), v.ravel(), np.zeros(u.size)], axis=-1)
+    m = chamfer_fscore(gt + [0.0, 0.0, 0.02], gt)
+    assert m["cd_l1"] == pytest.approx(0.02)
+    assert m["f@0.05"] == 1.0
+    assert m["f@0.01"] == 0.0
+
+
+def test_evaluate_measures_distances_in_object_size():
+    """Back layer pushed 2% of the GT bounding box's largest side: half the points fail at 0.01, all pass at 0.05."""
+    rays = pixel_rays(size=16)
+    gt = np.stack([2.0 * rays, 3.0 * rays]).astype(np.float32)  # two fronto-parallel planes
+    valid = np.ones(gt.shape[:3], dtype=bool)
+    extent = np.max(gt.reshape(-1, 3).max(0) - gt.reshape(-1, 3).min(0))
+    pred = gt.copy()
+    pred[1, ..., 2] += 0.02 * extent
+    m = evaluate_layered(pred, valid, gt, valid)
+    assert m["l0_scale"] == pytest.approx(1.0, rel=1e-6)
+    assert m["all_cd_l1"] == pytest.approx(0.01, rel=1e-4)  # half the points at 0.02, both directions
+    assert m["all_precision@0.01"] == m["all_recall@0.01"] == m["all_f@0.01"] == 0.5
+    assert m["all_f@0.05"] == 1.0
+
+
+def test_evaluate_perfect_all_layer_prediction_scores_perfectly():
+    """Prediction = GT (with an extra empty layer): zero errors, F = 1; layer 0 alone is less complete."""
+    gt, valid = sphere_layers()
+    pred = np.concatenate([gt, np.zeros_like(gt[:1])])
+    pred_valid = np.concatenate([valid, np.zeros_like(valid[:1])])
+    m = evaluate_layered(pred, pred_valid, gt, valid)
+    assert all(isinstance(v, float) for v in m.values())
+    for key in ("l0_abs_rel", "l0_mae", "l0_rmse", "l0_point_rel", "all_cd_l1", "all_cd_l2"):
+        assert m[key] == pytest.approx(0.0, abs=1e-6)
+    assert m["l0_delta1"] == 1.0
+    assert m["all_f@0.01"] == m["all_f@0.05"] == 1.0
+    assert m["layer0_cd_l1"] > m["all_cd_l1"] + 0.01
+    assert m["layer0_f@0.01"] < m["all_f@0.01"] - 0.2
+    assert m["layer0_precision@0.01"] == 1.0  # what layer 0 predicts is right, it just misses the back
+
+
+def test_evaluate_oracle_depth_map_with_one_layer():
+    """GT layer 0 alone (L = 1) is perfect on the visible surface but recalls only part of the full surface."""
+    gt, valid = sphere_layers()
+    m = evaluate_layered(gt[:1], valid[:1], gt, valid)
+    assert m["l0_abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert m["all_cd_l1"] == m["layer0_cd_l1"] > 0.01
+    assert m["all_precision@0.05"] == 1.0
+    assert 0.0 < m["all_recall@0.05"] < 1.0
+
+
+def test_evaluate_is_invariant_to_global_scale_and_z_shift_of_prediction():
+    """Scaling and z-shifting a noisy prediction leaves every metric but l0_scale/l0_shift unchanged."""
+    gt, valid = sphere_layers()
+    noise = np.random.default_rng(2).normal(scale=0.02, size=gt.shape).astype(np.float32)
+    pred = np.where(valid[..., None], gt + noise, 0.0).astype(np.float32)
+    base = evaluate_layered(pred, valid, gt, valid, max_points=1000)
+    moved = evaluate_layered(apply_scale_z_shift(pred, 3.0, 0.8), valid, gt, valid, max_points=1000)
+    assert base["all_f@0.05"] < 1.0 and base["l0_abs_rel"] > 0.0  # not trivially perfect
+    assert moved["l0_scale"] == pytest.approx(base["l0_scale"] / 3.0, rel=1e-5)
+    assert moved["l0_shift"] != pytest.approx(base["l0_shift"], abs=1e-3)
+    for key in base.keys() - {"l0_scale", "l0_shift"}:
+        assert moved[key] == pytest.approx(base[key], rel=1e-4, abs=1e-7), key
+
+
+def test_evaluate_is_invariant_to_the_scene_unit():
+    """Expressing prediction and GT in another unit (×10) changes no metric."""
+    gt, valid = sphere_layers()
+    pred = np.where(valid[..., None], gt * [1.0, 1.0, 1.02], 0.0).astype(np.float32)
+    base = evaluate_layered(pred, valid, gt, valid)
+    other = evaluate_layered(10 * pred, valid, 10 * gt, valid)
+    for key in base:
+        assert other[key] == pytest.approx(base[key], rel=1e-4, abs=1e-7), key
+
+
+def test_empty_prediction_does_not_crash():
+    """No predicted points: Chamfer inf, F 0, visible metrics NaN."""
+    gt, valid = sphere_layers()
+    m = chamfer_fscore(np.zeros((0, 3)), gt[valid])
+    assert m["cd_l1"] == m["cd_l2"] == math.inf and m["f@0.01"] == m["recall@0.05"] == 0.0
+    e = evaluate_layered(np.zeros_like(gt), np.zeros_like(valid), gt, valid)
+    assert e["all_cd_l1"] == e["layer0_cd_l2"] == math.inf
+    assert e["all_f@0.05"] == e["layer0_f@0.01"] == 0.0
+    assert math.isnan(e["l0_abs_rel"])
+
+
+def test_evaluate_subsamples_to_max_points_deterministically():
+    """Subsampling repeats exactly for a fixed seed and draws other points for another seed."""
+    gt, valid = sphere_layers()
+    pred = np.where(valid[..., None], gt * [1.0, 1.0, 1.02], 0.0).astype(np.float32)
+    a = evaluate_layered(pred, valid, gt, valid, max_points=500, seed=3)
+    assert a == evaluate_layered(pred, valid, gt, valid, max_points=500, seed=3)
+    assert a["all_cd_l1"] != evaluate_layered(pred, valid, gt, valid, max_points=500, seed=4)["all_cd_l1"]
+    assert a["all_cd_l1"] != evaluate_layered(pred, valid, gt, valid)["all_cd_l1"]
+
+
+def test_mean_metrics_ignores_nan():
+    """Per-key means skip NaN; a key that is NaN everywhere stays NaN."""
+    rows = [{"a": 1.0, "b": float("nan"), "c": float("nan")}, {"a": 3.0, "b": 2.0, "c": float("nan")}]
+    m = mean_metrics(rows)
+    assert m["a"] == 2.0 and m["b"] == 2.0 and math.isnan(m["c"])

@@ -1,0 +1,123 @@
+"""WT-DiT against the released models' reference vectors (interop/SPEC.md §19), and its contracts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.encoder import EncoderConfig
+from core.geometry import PointNormalization
+from core.model import WTDiT, WTDiTConfig, build_config
+from core.official import infer_config, load_official, official_to_ours, ours_to_official
+from core.profile import count_parameters
+from core.sampling import SampleConfig, sample_steps
+
+VARIANTS = ["tiny", "tiny_filmadaln", "tiny_temporal"]
+
+
+def reference_config(interop, name: str) -> WTDiTConfig:
+    c = json.loads((interop / f"{name}_config.json").read_text())
+    mk, ek = c["model_kwargs"], c["encoder_override"]
+    return WTDiTConfig(image_size=c["image_hw"][0], patch_size=mk["patch_size"], num_layers=mk["num_layers"],
+                       dim=mk["decoder_embed_dim"], num_heads=mk["num_decoder_heads"], depth=mk["num_decoder_blocks"],
+                       head_depth=mk["num_head_blocks"], layer_conditioning=mk["layer_embed_mode"],
+                       temporal=mk.get("use_temporal_blocks", False),
+                       encoder=EncoderConfig(embed_dim=ek["embed_dim"], depth=ek["depth"], num_heads=ek["num_heads"],
+                                             pos_grid=ek["img_size"] // ek["patch_size"], num_features=ek["intermediate_layers"]))
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def reference(request, interop):
+    name = request.param
+    cfg = reference_config(interop, name)
+    model, normalization, _ = load_official(interop / f"{name}_state_dict.safetensors", config=cfg)
+    io = load_file(str(interop / f"{name}_io.safetensors"))
+    frames = json.loads((interop / f"{name}_config.json").read_text()).get("num_time", 1)
+    B, L, S = 2, cfg.num_layers, cfg.image_size
+    image = io["input/rgb_model_cond"][:, ::L]  # one image per frame: [B, T, 3, H, W]
+    return name, model, normalization, io, image, (B, frames * L, S, S, 3)
+
+
+def test_forward_reproduces_the_reference_velocity(reference):
+    """Our forward (x̂0 → v) matches the released model's raw output to ≤ 1e-4 absolute in float32."""
+    name, model, _, io, image, shape = reference
+    x = io["input/psi_t"].reshape(shape)
+    t = io["input/t"]
+    with torch.no_grad():
+        x0 = model(x, t, image)
+    v = (x - x0) / t.clamp_min(0.05).view(-1, 1, 1, 1, 1)
+    assert (v - io["output/v_t"].reshape(shape)).abs().max() <= 1e-4
+    assert (-x0 - io["output/raw_head_out_unpatchified"].reshape(shape)).abs().max() <= 1e-4
+
+
+def test_sampler_reproduces_the_reference_runs(reference):
+    """Four Euler steps from the reference noise match every intermediate state, with and without a mask."""
+    name, model, normalization, io, image, shape = reference
+    noise = io["sampler/x_T"].permute(0, 2, 3, 4, 1)
+    steps = list(sample_steps(model, image, noise, SampleConfig(steps=4)))
+    scale = io["sampler/x0"].abs().max()
+    for k in (1, 2, 3):
+        assert (steps[k - 1].x - io[f"sampler/x_after_step_{k}"]).abs().max() / scale < 1e-5
+    assert (steps[-1].x - io["sampler/x0"]).abs().max() / scale < 1e-5
+    denorm = normalization.denormalize(steps[-1].x)
+    assert (denorm - io["sampler/xyz_denorm"]).abs().max() / io["sampler/xyz_denorm"].abs().max() < 1e-5
+    valid = io["sampler_masked/valid_mask"]
+    draws = [d.reshape(shape) for d in io["sampler_masked/fill_noise_draws"]]
+    noise = io["sampler_masked/x_T"].permute(0, 2, 3, 4, 1)
+    final = list(sample_steps(model, image, noise, SampleConfig(steps=4), valid=valid, fill_draws=draws))[-1].x
+    assert (final - io["sampler_masked/x0"]).abs().max() / io["sampler_masked/x0"].abs().max() < 1e-5
+
+
+def test_key_mapping_round_trips_and_infers_the_config(interop):
+    """Official keys → ours → official is the identity; shapes alone give the decoder's config."""
+    state = load_file(str(interop / "tiny_state_dict.safetensors"))
+    ours = official_to_ours(state)
+    back = ours_to_official(ours)
+    assert set(back) == set(state) - {"net.encoder.mask_token"}
+    assert all(torch.equal(back[k], state[k]) for k in back)
+    cfg, release = infer_config(ours)
+    ref = reference_config(interop, "tiny")
+    assert release == "custom"
+    assert (cfg.dim, cfg.num_heads, cfg.depth, cfg.head_depth, cfg.num_layers, cfg.patch_size) == \
+        (ref.dim, ref.num_heads, ref.depth, ref.head_depth, ref.num_layers, ref.patch_size)
+
+
+@pytest.mark.parametrize("name, params", [("r75b", 1_705_047_628 - 1024), ("r69l", 1_549_175_884 - 1024), ("r76", 2_101_800_012 - 1024)])
+def test_release_configs_have_the_released_parameter_counts(name, params):
+    """r75b, r69l and r76 build with exactly the released parameter counts (less the unused mask token)."""
+    assert count_parameters(build_config(name)) == params
+
+
+@pytest.mark.parametrize("name", ["r75b", "r69l", "r76"])
+def test_release_key_lists_match_ours(interop, name):
+    """Every key and shape of the released state dicts (keys_*.tsv) maps onto our modules."""
+    rows = [line.split("\t") for line in (interop / f"keys_{name}.tsv").read_text().splitlines() if not line.startswith("#")]
+    shapes = {k: tuple(json.loads(shape)) for k, shape, *_ in rows}
+    with torch.device("meta"):
+        model = WTDiT(build_config(name))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    mapped = official_to_ours({k: torch.empty(s, device="meta") for k, s in shapes.items()})
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == ours
+    cfg, release = infer_config(mapped)
+    assert release == name and cfg == build_config(name)
+
+
+def test_per_layer_times_equal_to_one_time_give_the_same_output():
+    """t [B, L] with equal entries conditions every block exactly like t [B]."""
+    torch.manual_seed(0)
+    cfg = build_config("tiny", image_size=32, patch_size=8, dim=32, num_heads=2, depth=3, head_depth=3,
+                       encoder={"embed_dim": 32, "depth": 2, "num_heads": 2, "pos_grid": 4, "num_features": 2})
+    model = WTDiT(cfg).eval()
+    torch.nn.init.normal_(model.head.out.weight, std=0.1)
+    x, image = torch.randn(2, 4, 32, 32, 3), torch.rand(2, 3, 32, 32)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        a = model(x, t, image)
+        b = model(x, t[:, None].expand(2, 4), image)
+        c = model(x, torch.tensor([[0.3, 0.9, 0.9, 0.9], [0.8, 0.1, 0.1, 0.1]]), image)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    assert a.shape == x.shape

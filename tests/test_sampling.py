@@ -1,0 +1,131 @@
+"""The flow sampler and the training objective, with exact oracles instead of a trained network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.flow import LOW_NOISE_MEAN, flow_loss, sample_timesteps
+from core.geometry import PointNormalization
+from core.sampling import SampleConfig, fill_noise, initial_noise, sample_steps, time_grid
+
+
+def oracle(x0: torch.Tensor):
+    """A 'model' that always knows the clean sample."""
+    return lambda x, t, image: x0.expand_as(x)
+
+
+@pytest.mark.parametrize("solver, steps", [("euler", 1), ("euler", 20), ("heun", 7)])
+def test_sampler_with_a_perfect_model_lands_on_the_sample(solver, steps):
+    """With x̂0 exact, integrating the velocity from any noise ends on x0."""
+    x0 = torch.randn(2, 3, 8, 8, 3)
+    out = list(sample_steps(oracle(x0), None, torch.randn_like(x0), SampleConfig(steps=steps, solver=solver)))
+    assert len(out) == steps and out[-1].step == steps and out[-1].t == 0.0
+    torch.testing.assert_close(out[-1].x, x0, atol=1e-5, rtol=0)
+
+
+def test_time_grid_is_uniform_and_shifts():
+    """The grid runs 1 → 0 uniformly; a shift s > 1 keeps the ends and spends more steps at high noise."""
+    torch.testing.assert_close(time_grid(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+    shifted = time_grid(4, shift=3.0)
+    assert shifted[0] == 1 and shifted[-1] == 0 and torch.all(shifted[1:-1] > time_grid(4)[1:-1])
+
+
+def test_an_exception_from_a_step_stops_sampling():
+    """The generator stops where the consumer raises (how Cancel stops a trace within one step)."""
+    calls = []
+
+    def model(x, t, image):
+        calls.append(float(t[0]))
+        return torch.zeros_like(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        for step in sample_steps(model, None, torch.randn(1, 2, 4, 4, 3), SampleConfig(steps=20)):
+            if step.step == 3:
+                raise KeyboardInterrupt
+    assert len(calls) == 3
+
+
+def test_masked_sampling_shows_the_model_noise_outside_the_mask():
+    """At invalid pixels every model call sees fresh noise; valid pixels see the state."""
+    seen = []
+    x0 = torch.zeros(1, 2, 4, 4, 3)
+
+    def model(x, t, image):
+        seen.append(x.clone())
+        return x0
+
+    valid = torch.zeros(1, 2, 4, 4, dtype=bool)
+    valid[..., :2] = True
+    noise = torch.randn(1, 2, 4, 4, 3)
+    list(sample_steps(model, None, noise, SampleConfig(steps=3), valid=valid, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(seen[0][valid], noise[valid])
+    assert not torch.equal(seen[0][~valid], seen[1][~valid])
+
+
+def test_per_sample_generators_make_samples_independent_of_batching():
+    """Sample k of a batch drawn with generators (s, s+1, ...) equals a batch of one drawn with s+k."""
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]
+    batch = initial_noise(3, 1, 2, 4, 4, generator=gens([5, 6, 7]))
+    alone = initial_noise(1, 1, 2, 4, 4, generator=gens([6]))
+    torch.testing.assert_close(batch[1:2], alone)
+    torch.testing.assert_close(fill_noise(batch, gens([5, 6, 7]))[2:], fill_noise(alone, gens([7])))
+
+
+def test_correlated_frame_noise_has_unit_variance_and_the_asked_correlation():
+    """Dynamic-model noise: N(0, 1) marginals, correlation ρ between frames."""
+    n = initial_noise(4, 2, 1, 64, 64, correlation=0.5, generator=torch.Generator().manual_seed(0))
+    a, b = n[:, 0].flatten(), n[:, 1].flatten()
+    assert abs(a.std() - 1) < 0.02 and abs(torch.corrcoef(torch.stack([a, b]))[0, 1] - 0.5) < 0.02
+
+
+@pytest.mark.parametrize("schedule", ["mixed", "per_layer", "shared_mixture", "logit_normal"])
+def test_noise_schedules_give_times_in_range(schedule):
+    """Every schedule gives [B, L] times in (0, 1); shared schedules repeat one time per sample."""
+    t = sample_timesteps(4096, 4, schedule, torch.Generator().manual_seed(0))
+    assert t.shape == (4096, 4) and t.min() > 0 and t.max() < 1
+    if schedule in ("shared_mixture", "logit_normal"):
+        assert torch.all(t == t[:, :1])
+
+
+def test_per_layer_schedule_biases_the_visible_layer_to_low_noise():
+    """Phase (i): layer 0's times sit lower than the hidden layers' (median sigmoid(-1) vs 0.5)."""
+    t = sample_timesteps(20000, 4, "per_layer", torch.Generator().manual_seed(0))
+    assert abs(t[:, 0].median() - torch.sigmoid(torch.tensor(LOW_NOISE_MEAN))) < 0.02
+    assert abs(t[:, 1:].median() - 0.5) < 0.02
+
+
+def batch(B=2, L=3, S=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.zeros(B, L, S, S, dtype=bool)
+    valid[:, 0, 4:12, 4:12] = True
+    valid[:, 1, 6:10, 6:10] = True
+    points = torch.randn(B, L, S, S, 3, generator=g) * 0.2
+    points[..., 2] = 2.0 + torch.arange(L).view(1, L, 1, 1) + 0.5 * torch.rand(B, L, S, S, generator=g)  # front to back
+    return {"image": torch.rand(B, 3, S, S, generator=g), "points": points * valid[..., None], "valid": valid}
+
+
+def test_loss_is_zero_for_the_exact_sample_and_ignores_the_background():
+    """A model returning the true normalised sample scores 0, whatever happens outside the foreground."""
+    from core.flow import training_target
+
+    b = batch()
+    norm = PointNormalization()
+    target = training_target(b["points"], b["valid"], norm)
+    loss, stats = flow_loss(lambda x, t, img: target, b, norm, generator=torch.Generator().manual_seed(0))
+    assert loss.item() == 0.0
+    noisy_background = target + 5.0 * (~b["valid"][:, :1, ..., None])
+    loss, _ = flow_loss(lambda x, t, img: noisy_background, b, norm, generator=torch.Generator().manual_seed(0))
+    assert loss.item() == 0.0
+
+
+def test_depth_order_penalty_punishes_layers_in_front_of_earlier_ones():
+    """Swapping layers 0 and 1 of a correct prediction adds a positive monotonic-depth term."""
+    from core.flow import training_target
+
+    b = batch()
+    norm = PointNormalization()
+    target = training_target(b["points"], b["valid"], norm)
+    swapped = target[:, [1, 0, 2]]
+    _, stats = flow_loss(lambda x, t, img: swapped, b, norm, generator=torch.Generator().manual_seed(0))
+    assert stats["depth_order"] > 0 and stats["loss"] > stats["endpoint"]

@@ -1,0 +1,123 @@
+"""`python -m core trace`: the output contract, samples, official checkpoints, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DATA, ROOT, small_config
+from core.checkpoint import save_checkpoint
+from core.geometry import PointNormalization
+from core.imageio import prepare_image, read_image
+from core.inference import trace_image
+from core.sampling import SampleConfig
+from core.layered import LayeredPointMap
+from core.model import WTDiT
+from core.official import ours_to_official
+from core.weights import load_any_checkpoint
+
+
+def run_trace(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", "trace", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tmp_path):
+    """points (L,H,W,3) float32, valid (L,H,W), intrinsics (3,3) and the input image, at the input's H×W."""
+    out = tmp_path / "out.npz"
+    result = run_trace(str(DATA / "object_rgba.png"), "--out", str(out), "--checkpoint", str(random_checkpoint),
+                       "--steps", "3", "--samples", "2", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    lpm = LayeredPointMap.load(out)
+    assert lpm.points.shape == (4, 40, 56, 3) and lpm.points.dtype == np.float32
+    assert lpm.valid.shape == (4, 40, 56) and lpm.intrinsics.shape == (3, 3)
+    np.testing.assert_array_equal(lpm.image, read_image(DATA / "object_rgba.png")[..., :3])
+    assert lpm.extras["samples_points"].shape == (2, 4, 40, 56, 3)
+    np.testing.assert_array_equal(lpm.extras["samples_points"][0], lpm.points)
+    alpha = read_image(DATA / "object_rgba.png")[..., 3] > 127
+    assert lpm.valid[0].sum() > 0.9 * alpha.sum() and not lpm.valid[0][~alpha].any()
+    K = lpm.intrinsics
+    p = lpm.points[0][lpm.valid[0]]
+    rows, cols = np.nonzero(lpm.valid[0])
+    np.testing.assert_allclose(p[:, 0] / p[:, 2] * K[0, 0] + K[0, 2], cols + 0.5, atol=1e-3)
+    np.testing.assert_allclose(p[:, 1] / p[:, 2] * K[1, 1] + K[1, 2], rows + 0.5, atol=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.png"], "image not found"),
+    ([str(DATA / "not_an_image.png")], "not a readable image"),
+    ([str(DATA / "transparent.png")], "no foreground"),
+    ([str(DATA / "object_rgba.png"), "--checkpoint", "missing.safetensors"], "checkpoint not found"),
+    ([str(DATA / "object_rgba.png"), "--checkpoint", str(DATA / "not_an_image.png")], "cannot be read"),
+    ([str(DATA / "object_rgba.png"), "--device", "cuda"], "CUDA"),
+])
+def test_bad_input_exits_with_a_clear_message(random_checkpoint, tmp_path, args, message):
+    """Every kind of bad input ends with exit code 2 and a one-line reason, and no output file."""
+    if "--checkpoint" not in args:
+        args = args + ["--checkpoint", str(random_checkpoint)]
+    out = tmp_path / "out.npz"
+    result = run_trace(*args, "--out", str(out), "--steps", "1")
+    assert result.returncode == 2 and message in result.stderr and not out.exists()
+
+
+def test_pickled_objects_in_a_checkpoint_are_never_loaded(tmp_path):
+    """A .pt holding an arbitrary object is refused by the weights-only reader (nothing runs)."""
+    import argparse
+    path = tmp_path / "evil.pt"
+    torch.save({"model_state_dict": argparse.Namespace(payload="would run on load")}, path)
+    from core.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_any_checkpoint(path, "cpu")
+
+
+def official_layout_model():
+    """A small model whose encoder uses DINOv2's head width (64), so its config can be read from shapes."""
+    cfg = small_config()
+    cfg.encoder.embed_dim, cfg.encoder.num_heads = 64, 1
+    torch.manual_seed(1)
+    model = WTDiT(cfg).eval()
+    torch.nn.init.normal_(model.head.out.weight, std=0.05)
+    return model
+
+
+def test_official_checkpoint_traces_like_ours(tmp_path):
+    """The same weights as an official model.pt (EMA preferred) and as our .safetensors trace identically."""
+    model = official_layout_model()
+    save_checkpoint(tmp_path / "ours.safetensors", model.state_dict(), model.cfg, PointNormalization())
+    official = ours_to_official(model.state_dict())
+    stale = {k: torch.zeros_like(v) for k, v in official.items()}
+    torch.save({"model_state_dict": stale, "ema_state_dict": {f"_orig_mod.{k}": v for k, v in official.items()}},
+               tmp_path / "model.pt")
+    rgba = read_image(DATA / "object_rgba.png")
+    results = []
+    for name in ("ours.safetensors", "model.pt"):
+        m, norm, info = load_any_checkpoint(tmp_path / name, "cpu")
+        results.append(trace_image(m, norm, rgba, seed=3, cfg=SampleConfig(steps=2)))
+    assert info["release"] == "custom" and info["mode"] == "object"
+    np.testing.assert_array_equal(results[0].points, results[1].points)
+    np.testing.assert_array_equal(results[0].valid, results[1].valid)
+
+
+@pytest.mark.parametrize("shape", [(30, 90), (90, 30)])
+def test_any_aspect_ratio_comes_back_at_its_own_size(random_checkpoint, shape):
+    """Wide and tall images are framed into the square and returned at their own H×W, in both modes."""
+    model, norm, _ = load_any_checkpoint(random_checkpoint, "cpu")
+    rgba = np.full((*shape, 4), 255, np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 255, (*shape, 3))
+    for mode in ("object", "scene"):
+        lpm = trace_image(model, norm, rgba, mode, SampleConfig(steps=1))
+        assert lpm.points.shape[1:3] == shape
+    assert lpm.valid[0].all()  # scene mode: the whole frame
+
+
+def test_object_framing_centres_the_foreground_at_two_thirds():
+    """Object images are cropped to a square around the foreground, which spans 2/3 of it."""
+    rgba = np.zeros((100, 200, 4), np.uint8)
+    rgba[40:60, 120:150] = 255
+    prepared = prepare_image(rgba, 90, "object")
+    rows, cols = np.nonzero(prepared.foreground)
+    assert cols.max() - cols.min() + 1 == pytest.approx(60, abs=2)
+    assert abs((rows.min() + rows.max()) / 2 - 45) <= 1.5 and abs((cols.min() + cols.max()) / 2 - 45) <= 1.5

@@ -1,0 +1,93 @@
+"""Training: a short real run, resume, checkpoints that carry their config, and 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, small_config, write_sphere_shards
+from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from core.geometry import PointNormalization
+from core.model import WTDiT
+from core.train import TrainConfig, get_lr, train
+
+SMALL = {k: v for k, v in small_config().to_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spheres")
+    return write_sphere_shards(root / "train", 16), write_sphere_shards(root / "val", 4, seed=1)
+
+
+def config(shards, out, **kw) -> TrainConfig:
+    train_dir, val_dir = shards
+    base = dict(data=[str(train_dir)], val=str(val_dir), out=str(out), model="tiny", model_overrides=SMALL, steps=6,
+                batch_size=4, lr=1e-3, warmup=2, log_every=2, eval_every=6, eval_samples=4, eval_steps=2, save_every=3,
+                device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    """Linear warm-up to the peak, cosine down to min_lr at the last step."""
+    cfg = TrainConfig(data=[], out="", steps=100, warmup=10, lr=1e-3, min_lr=1e-5)
+    assert get_lr(0, cfg) == pytest.approx(1e-4) and get_lr(9, cfg) == pytest.approx(1e-3)
+    assert get_lr(55, cfg) < 1e-3 and get_lr(100, cfg) == pytest.approx(1e-5)
+
+
+def test_short_run_logs_validates_and_writes_a_loadable_checkpoint(shards, tmp_path):
+    """Six steps: finite losses in the JSONL log, validation metrics, curves, and an EMA checkpoint."""
+    path = train(config(shards, tmp_path), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    val = [r for r in rows if "val_loss" in r]
+    assert val and "val_l0_abs_rel" in val[-1] and "val_all_f@0.05" in val[-1]
+    for png in ("loss.png", "val_metrics.png", "predictions.png"):
+        assert (tmp_path / png).stat().st_size > 0
+    model, normalization, info = load_checkpoint(path)
+    assert model.cfg == small_config() and normalization.mode == "zscore" and info["step"] == 6
+
+
+def test_training_resumes_from_its_state(shards, tmp_path):
+    """A run stopped at step 3 continues to 6 from state.safetensors, not from scratch."""
+    train(config(shards, tmp_path, steps=3), progress=False)
+    first = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    train(config(shards, tmp_path, steps=6), progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert max(first) == 3 and steps[len(first):] == [4, 6, 6] and load_checkpoint(tmp_path / "model.safetensors")[2]["step"] == 6
+
+
+def test_checkpoint_whose_tensors_do_not_fit_its_config_is_refused(tmp_path):
+    """Loading names the mismatch instead of silently dropping or reshaping weights."""
+    model = WTDiT(small_config())
+    state = model.state_dict()
+    state["head.out.weight"] = torch.zeros(5, 32)
+    del state["blocks.0.mlp.fc1.bias"]
+    save_checkpoint(tmp_path / "bad.safetensors", state, small_config(), PointNormalization())
+    with pytest.raises(CheckpointError, match="1 missing.*other shapes"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+    (tmp_path / "text.safetensors").write_text("not weights")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(tmp_path / "text.safetensors")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_two_process_ddp_training_keeps_replicas_identical(shards, tmp_path):
+    """torchrun with 2 CPU processes (gloo): finite losses, and every replica ends with the same weights."""
+    train_dir, _ = shards
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "core", "train", "--data", str(train_dir), "--out", str(tmp_path), "--steps", "4", "--batch-size", "2",
+           "--warmup", "1", "--save-every", "4", "--device", "cpu", "--model-overrides", json.dumps(SMALL)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    sums = next(r["replica_checksums"] for r in rows if "replica_checksums" in r)
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)

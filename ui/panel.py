@@ -1,0 +1,109 @@
+"""The sidebar: 3D View › Sidebar › World Tracing."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from .preferences import preferences
+
+
+class WT_PT_trace(bpy.types.Panel):
+    bl_label = "World Tracing"
+    bl_idname = "WT_PT_trace"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "World Tracing"
+
+    def draw(self, context) -> None:
+        from ..operators.job import loaded_model_description  # operators import ui: import them late
+        from ..operators.trace import current_job, last_message
+
+        layout = self.layout
+        settings = context.scene.world_tracing
+        layout.template_ID_preview(settings, "image", open="image.open", rows=3, cols=6)
+
+        col = layout.column(align=True)
+        col.use_property_split = True
+        col.prop(settings, "mode")
+        col.prop(settings, "steps")
+        col.prop(settings, "seed")
+        col.prop(settings, "samples")
+        col = layout.column(align=True)
+        col.use_property_split = True
+        col.prop(settings, "output")
+        col.prop(settings, "layers")
+        if settings.output != "POINTS":
+            col.prop(settings, "max_rel_jump")
+        if settings.output != "MESHES":
+            col.prop(settings, "point_size")
+
+        prefs = preferences(context)
+        model = os.path.basename(prefs.checkpoint) if prefs.checkpoint else "shipped tiny model"
+        layout.label(text=loaded_model_description() or f"Model: {model} ({prefs.device})", icon="NETWORK_DRIVE")
+
+        job = current_job()
+        if job is not None and job.running:
+            p = job.progress
+            eta = f" · {p.eta:.0f} s left" if p.eta is not None else ""
+            text = f"Step {p.step}/{p.total}{eta}" if p.stage == "sampling" else p.stage.capitalize() + "…"
+            row = layout.row(align=True)
+            row.progress(factor=p.fraction, type="BAR", text=text)
+            row.operator("world_tracing.cancel", text="", icon="CANCEL")
+        else:
+            layout.operator("world_tracing.trace_image", icon="OUTLINER_OB_POINTCLOUD")
+        level, text = last_message()
+        if level in ("ERROR", "WARNING"):
+            box = layout.box()
+            for i, line in enumerate(_wrap(text, 40)):
+                box.label(text=line, icon="ERROR" if i == 0 and level == "ERROR" else ("INFO" if i == 0 else "BLANK1"))
+
+
+class WT_PT_result(bpy.types.Panel):
+    bl_label = "Result"
+    bl_idname = "WT_PT_result"
+    bl_parent_id = "WT_PT_trace"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "World Tracing"
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return context.scene.world_tracing.result is not None
+
+    def draw(self, context) -> None:
+        from ..operators.scene import result_layers
+
+        layout = self.layout
+        settings = context.scene.world_tracing
+        layout.prop(settings, "result", text="")
+        row = layout.row(align=True)
+        row.operator("world_tracing.view_camera", text="Image View", icon="CAMERA_DATA").novel = False
+        row.operator("world_tracing.view_camera", text="Novel View", icon="VIEW_CAMERA").novel = True
+        layers = sorted(result_layers(settings.result))
+        if layers:
+            row = layout.row(align=True)
+            row.label(text="Layers")
+            for k in layers:
+                row.prop(settings, "show_layers", index=k, text=str(k), toggle=True)
+        count = int(settings.result.get("wt_samples", 1))
+        if count > 1:
+            row = layout.row(align=True)
+            row.prop(settings, "sample", text=f"Sample (of {count})")
+            row.operator("world_tracing.keep_sample", text="", icon="CHECKMARK")
+        row = layout.row(align=True)
+        row.operator("world_tracing.resample", icon="FILE_REFRESH")
+        row.operator("world_tracing.export", icon="EXPORT")
+        layout.operator("world_tracing.release", icon="TRASH")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return lines + [line] if line else lines

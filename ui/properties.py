@@ -1,0 +1,64 @@
+"""Per-scene settings of the World Tracing panel (saved with the .blend)."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
+
+MAX_LAYERS = 8
+
+
+def _show_layers_changed(settings, context) -> None:
+    from ..operators.scene import result_layers
+
+    if settings.result is None:
+        return
+    for k, objects in result_layers(settings.result).items():
+        for obj in objects:
+            obj.hide_viewport = obj.hide_render = not settings.show_layers[k]
+
+
+def _point_size_changed(settings, context) -> None:
+    if settings.result is None:
+        return
+    for obj in settings.result.objects:
+        mod = obj.modifiers.get("Points")
+        if mod is not None and mod.node_group is not None:
+            mod[mod.node_group.interface.items_tree["Point Size"].identifier] = settings.point_size
+            obj.update_tag()
+
+
+def _sample_changed(settings, context) -> None:
+    from ..operators.trace import show_sample
+
+    show_sample(context, settings.sample)
+
+
+class WT_Settings(bpy.types.PropertyGroup):
+    image: PointerProperty(type=bpy.types.Image, name="Image", description="Image to trace (open a file or pick a loaded image)")
+    mode: EnumProperty(name="Mode", default="object", items=[
+        ("object", "Object", "Foreground from the alpha channel, or a plain background keyed out"),
+        ("scene", "Scene", "The whole frame is geometry")])
+    steps: IntProperty(name="Steps", default=20, min=1, max=200, description="Sampler steps (more: slower, finer)")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Random seed of the first sample")
+    samples: IntProperty(name="Samples", default=1, min=1, max=8, description="Samples drawn at once; flip between them afterwards")
+    output: EnumProperty(name="Output", default="POINTS", items=[
+        ("POINTS", "Points", "One point cloud per layer"),
+        ("MESHES", "Meshes", "One mesh per layer, cut at depth jumps"),
+        ("BOTH", "Both", "Point clouds and meshes")])
+    layers: IntProperty(name="Layers", default=MAX_LAYERS, min=1, max=MAX_LAYERS, description="Build the first N layers")
+    max_rel_jump: FloatProperty(name="Depth Jump", default=0.05, min=0.0, max=2.0, precision=3,
+                                description="Meshes: cut triangles whose far/near depth ratio exceeds 1 + this")
+    point_size: FloatProperty(name="Point Size", default=1.0, min=0.0, soft_max=5.0, update=_point_size_changed,
+                              description="Point radius in pixel footprints (1: neighbouring points touch)")
+    result: PointerProperty(type=bpy.types.Collection, name="Result", description="The traced result the buttons below act on")
+    show_layers: BoolVectorProperty(name="Show Layers", size=MAX_LAYERS, default=(True,) * MAX_LAYERS, update=_show_layers_changed)
+    sample: IntProperty(name="Sample", default=0, min=0, max=7, update=_sample_changed, description="Which sample the result shows")
+
+
+def register() -> None:
+    bpy.types.Scene.world_tracing = PointerProperty(type=WT_Settings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.world_tracing
