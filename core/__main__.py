@@ -34,7 +34,8 @@ def _train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(data=args.data, out=args.out, val=args.val, model=args.model, model_overrides=overrides,
                       normalization=args.normalization, schedule=args.schedule, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, eval_every=args.eval_every,
-                      save_every=args.save_every, seed=args.seed, device=args.device)
+                      save_every=args.save_every, seed=args.seed, device=args.device,
+                      stream_fraction=args.stream_fraction, stream_bank=args.stream_bank, compile=args.compile)
     path = train(cfg)
     print(f"checkpoint: {path}")
 
@@ -90,6 +91,23 @@ def _trace(args: argparse.Namespace) -> None:
           f"{int(result.valid.sum())} points, fx={result.intrinsics[0, 0]:.1f}px")
 
 
+def _bank(args: argparse.Namespace) -> None:
+    from .data.bank import export_bank
+
+    n = export_bank(args.out, args.count, args.seed, args.assets, args.max_faces)
+    print(f"wrote {n} meshes to {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    import torch
+
+    from .official import convert_official
+
+    info = convert_official(args.checkpoint, args.out, {"bfloat16": torch.bfloat16, "float16": torch.float16,
+                                                          "float32": torch.float32}[args.dtype])
+    print(f"wrote {args.out}: {info['name']} ({info['mode']} model), {Path(args.out).stat().st_size / 1e9:.2f} GB")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="World Tracing core: data, training, tracing.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_trace)
 
     r = sub.add_parser("train", help="train WT-DiT on shards (runs under torchrun too)")
-    r.add_argument("--data", nargs="+", required=True, help="training shard folder(s)")
+    r.add_argument("--data", nargs="*", default=[], help="training shard folder(s)")
+    r.add_argument("--stream-fraction", type=float, default=0.0, help="share of each batch from the torch stream (1: only)")
+    r.add_argument("--stream-bank", help="mesh bank .npz for the stream (python -m core bank)")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     r.add_argument("--val", help="held-out shard folder")
     r.add_argument("--out", required=True, help="run folder (resumes if it holds state.safetensors)")
     r.add_argument("--model", default="tiny", help="named config")
@@ -148,6 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--figure", help="also write a PNG of predictions against ground truth")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_eval)
+
+    b = sub.add_parser("bank", help="export random Blender object meshes for the torch stream")
+    b.add_argument("--out", required=True, help="output .npz")
+    b.add_argument("--count", type=int, default=64)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--assets", help="folder of .obj/.ply/.glb/.gltf/.blend meshes to mix in")
+    b.add_argument("--max-faces", type=int, default=20000, help="skip scenes with more triangles")
+    b.set_defaults(func=_bank)
+
+    c = sub.add_parser("convert", help="rewrite an official model.pt as our .safetensors (config inside)")
+    c.add_argument("checkpoint", help="official model.pt (read weights-only)")
+    c.add_argument("--out", required=True, help="output .safetensors")
+    c.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    c.set_defaults(func=_convert)
 
     i = sub.add_parser("info", help="parameters and FLOPs of named configs")
     i.add_argument("configs", nargs="*", help="config names (default: tiny small)")

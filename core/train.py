@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from .sampling import SampleConfig
 
 @dataclass
 class TrainConfig:
-    data: list[str]  # shard folders for training
+    data: list[str]  # shard folders for training (may be empty with stream_fraction = 1)
     out: str  # run folder: logs, curves, checkpoints
     val: str | None = None  # held-out shard folder
     model: str = "tiny"  # named model config (core.model.CONFIGS)
@@ -58,6 +59,9 @@ class TrainConfig:
     save_every: int = 500
     seed: int = 0
     device: str = "auto"
+    stream_fraction: float = 0.0  # share of every batch made on the fly by the torch stream (1: stream only)
+    stream_bank: str | None = None  # mesh bank for the stream (`python -m core bank`)
+    compile: bool = False  # torch.compile the model (CUDA)
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -123,6 +127,23 @@ def load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimiz
 # The loop
 # ----------------------------------------------------------------------------------------------
 
+def training_batches(cfg: TrainConfig, data: ShardReader | None, model_cfg, device: torch.device, rank: int,
+                     step: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of cfg.batch_size: round(batch_size × stream_fraction) samples from the torch stream,
+    the rest from the shards; seeded per rank and step so resumed and parallel runs see fresh data."""
+    from .data.stream import SceneStream, StreamConfig
+
+    n_stream = round(cfg.batch_size * cfg.stream_fraction)
+    n_shards = cfg.batch_size - n_stream
+    seed = cfg.seed + 1000 * rank + step
+    shards = data.batches(n_shards, seed=seed, num_layers=model_cfg.num_layers) if n_shards else None
+    stream = SceneStream(StreamConfig(model_cfg.image_size, model_cfg.num_layers, cfg.stream_bank, device=str(device)),
+                         seed=seed) if n_stream else None
+    while True:
+        parts = ([next(shards)] if shards else []) + ([stream.batch(n_stream)] if stream else [])
+        yield {k: torch.cat([p[k].to(device, non_blocking=True) for p in parts]) for k in parts[0]}
+
+
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     from .inference import pick_device
@@ -148,9 +169,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + rank)
 
-    data = ShardReader(cfg.data)
+    if not cfg.data and cfg.stream_fraction < 1:
+        raise ValueError("no training data: give shard folders, or stream_fraction = 1 for the torch stream alone")
+    data = ShardReader(cfg.data) if cfg.stream_fraction < 1 else None
     model_cfg = build_config(cfg.model, **cfg.model_overrides)
-    if model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size, model_cfg.image_size):
+    if data is not None and (model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size,) * 2):
         raise ValueError(f"the shards ({data.resolution}, {data.num_layers} layers) do not fit model {cfg.model} "
                          f"({model_cfg.image_size} px, {model_cfg.num_layers} layers)")
     normalization = PointNormalization(cfg.normalization)
@@ -163,13 +186,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     state_path = out / "state.safetensors"
     step = load_state(state_path, model, ema, optimizer, device) if state_path.exists() else 0
     net = DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile:
+        net = torch.compile(net)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank * 7919 + step)
-    batches = data.batches(cfg.batch_size, seed=cfg.seed + 1000 * rank + step, num_layers=model_cfg.num_layers)
+    batches = training_batches(cfg, data, model_cfg, device, rank, step)
     if master:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-        print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
-              f"{len(data)} training samples; {world} process(es) on {device}; starting at step {step}")
+        source = f"{len(data)} shard samples" if data is not None else "no shards"
+        print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {source}, "
+              f"{cfg.stream_fraction:.0%} of each batch streamed; {world} process(es) on {device}; starting at step {step}")
 
     log = open(out / "log.jsonl", "a") if master else None
     bar = tqdm(total=cfg.steps, initial=step, disable=not (master and progress), desc="train")
@@ -178,7 +204,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         lr = get_lr(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        batch = next(batches)
         with autocast:
             loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator)
         optimizer.zero_grad(set_to_none=True)

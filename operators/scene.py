@@ -21,6 +21,7 @@ from ..core.meshing import layer_to_grid_mesh
 
 PREFIX = "WT"
 POINTS_GROUP = "WT Mesh to Points"
+POINTS_MATERIAL = "WT Points"  # shared by every point cloud: colour from the wt_color attribute
 LAYER_TINTS = np.array([[1.0, 1.0, 1.0], [0.35, 0.6, 1.0], [1.0, 0.45, 0.3], [0.4, 1.0, 0.45],
                         [1.0, 0.9, 0.3], [0.8, 0.4, 1.0], [0.3, 1.0, 1.0], [1.0, 0.5, 0.8]], dtype=np.float32)
 TINT_STRENGTH = 0.55  # hidden layers: how far their colour moves toward the layer's tint
@@ -31,7 +32,7 @@ class BuildOptions:
     output: str = "POINTS"  # "POINTS", "MESHES" or "BOTH"
     layers: tuple[int, ...] | None = None  # layers to build (None: all)
     max_rel_jump: float = 0.05  # meshes: cut triangles whose depth ratio exceeds 1 + this
-    point_size: float = 1.0  # points: radius in pixel footprints (1 = neighbours just touch)
+    point_size: float = 1.0  # points: radius in pixel footprints (1 = each point covers its whole pixel)
 
 
 def opencv_to_world(points: np.ndarray) -> np.ndarray:
@@ -94,10 +95,17 @@ def emission_material(name: str, image: bpy.types.Image | None, tint: np.ndarray
 
 
 def points_node_group() -> bpy.types.NodeTree:
-    """Shared geometry nodes: mesh vertices → points of radius wt_radius × Point Size, material kept."""
+    """Shared geometry nodes: mesh vertices → points of radius wt_radius × Point Size, with the shared
+    points material (Mesh to Points drops the mesh's materials; colours come from wt_color)."""
     group = bpy.data.node_groups.get(POINTS_GROUP)
-    if group is not None:
-        return group
+    if group is None:
+        group = new_points_node_group()
+    material = bpy.data.materials.get(POINTS_MATERIAL) or emission_material(POINTS_MATERIAL, None, None)
+    group.nodes["Set Material"].inputs["Material"].default_value = material
+    return group
+
+
+def new_points_node_group() -> bpy.types.NodeTree:
     group = bpy.data.node_groups.new(POINTS_GROUP, "GeometryNodeTree")
     group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     size = group.interface.new_socket("Point Size", in_out="INPUT", socket_type="NodeSocketFloat")
@@ -112,11 +120,14 @@ def points_node_group() -> bpy.types.NodeTree:
     scale.operation = "MULTIPLY"
     to_points = nodes.new("GeometryNodeMeshToPoints")
     to_points.mode = "VERTICES"
+    set_material = nodes.new("GeometryNodeSetMaterial")
+    set_material.name = "Set Material"
     links.new(radius.outputs["Attribute"], scale.inputs[0])
     links.new(gin.outputs["Point Size"], scale.inputs[1])
     links.new(gin.outputs["Geometry"], to_points.inputs["Mesh"])
     links.new(scale.outputs["Value"], to_points.inputs["Radius"])
-    links.new(to_points.outputs["Points"], gout.inputs["Geometry"])
+    links.new(to_points.outputs["Points"], set_material.inputs["Geometry"])
+    links.new(set_material.outputs["Geometry"], gout.inputs["Geometry"])
     return group
 
 
@@ -137,7 +148,7 @@ def layer_colors(lpm: LayeredPointMap, layer: int, pixels: np.ndarray) -> np.nda
     return rgb
 
 
-def points_object(name: str, lpm: LayeredPointMap, layer: int, point_size: float, material) -> bpy.types.Object:
+def points_object(name: str, lpm: LayeredPointMap, layer: int, point_size: float) -> bpy.types.Object:
     """A vertex-only mesh of one layer's valid points, drawn as points by geometry nodes."""
     row, col = np.nonzero(lpm.valid[layer])
     pixels = row * lpm.width + col
@@ -147,8 +158,8 @@ def points_object(name: str, lpm: LayeredPointMap, layer: int, point_size: float
     mesh.vertices.foreach_set("co", co.ravel())
     set_point_attributes(mesh, layer, pixels, layer_colors(lpm, layer, pixels))
     footprint = lpm.points[layer, row, col, 2] / float(lpm.intrinsics[0, 0])  # one pixel's width at that depth
-    mesh.attributes.new("wt_radius", "FLOAT", "POINT").data.foreach_set("value", (0.5 * footprint).astype(np.float32))
-    mesh.materials.append(material)
+    radius = (0.5 * np.sqrt(2.0) * footprint).astype(np.float32)  # the disc through the pixel's corners
+    mesh.attributes.new("wt_radius", "FLOAT", "POINT").data.foreach_set("value", radius)
     mesh.update()
     obj = bpy.data.objects.new(name, mesh)
     mod = obj.modifiers.new("Points", "NODES")
@@ -285,8 +296,7 @@ def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, option
         for k in layers:
             tint = None if k == 0 else LAYER_TINTS[k % len(LAYER_TINTS)]
             if options.output in ("POINTS", "BOTH"):
-                mat = emission_material(f"{name} points L{k}", None, None)
-                collection.objects.link(points_object(f"{name} points L{k}", lpm, k, options.point_size, mat))
+                collection.objects.link(points_object(f"{name} points L{k}", lpm, k, options.point_size))
             if options.output in ("MESHES", "BOTH"):
                 mat = emission_material(f"{name} mesh L{k}", image, tint)
                 collection.objects.link(mesh_object(f"{name} mesh L{k}", lpm, k, options.max_rel_jump, mat))

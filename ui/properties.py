@@ -50,7 +50,7 @@ class WT_Settings(bpy.types.PropertyGroup):
     max_rel_jump: FloatProperty(name="Depth Jump", default=0.05, min=0.0, max=2.0, precision=3,
                                 description="Meshes: cut triangles whose far/near depth ratio exceeds 1 + this")
     point_size: FloatProperty(name="Point Size", default=1.0, min=0.0, soft_max=5.0, update=_point_size_changed,
-                              description="Point radius in pixel footprints (1: neighbouring points touch)")
+                              description="Point size in pixel footprints (1: each point just covers its pixel)")
     result: PointerProperty(type=bpy.types.Collection, name="Result", description="The traced result the buttons below act on")
     show_layers: BoolVectorProperty(name="Show Layers", size=MAX_LAYERS, default=(True,) * MAX_LAYERS, update=_show_layers_changed)
     sample: IntProperty(name="Sample", default=0, min=0, max=7, update=_sample_changed, description="Which sample the result shows")
