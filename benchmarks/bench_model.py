@@ -9,7 +9,6 @@ matmul rate, so "utilisation" is relative to what the hardware actually does on 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time

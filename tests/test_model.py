@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import load_file
 
 from core.encoder import EncoderConfig
-from core.geometry import PointNormalization
 from core.model import WTDiT, WTDiTConfig, build_config
 from core.official import infer_config, load_official, official_to_ours, ours_to_official
 from core.profile import count_parameters

@@ -260,7 +260,7 @@ class SceneStream:
 
     def sample(self) -> dict[str, torch.Tensor]:
         """One traced and shaded scene: rgb [H, W, 3] float, alpha [H, W], distance [L, H, W], intrinsics [3, 3]."""
-        cfg, rng, dev = self.cfg, self.rng, self.device
+        cfg, dev = self.cfg, self.device
         R = cfg.resolution
         verts, faces, owner = self.random_scene()
         rot, position, fov = self.random_camera()
