@@ -19,17 +19,27 @@ def _stop_on_load(*_args) -> None:
     operators.trace.stop_job()
 
 
+@persistent
+def _defaults_on_load(*_args) -> None:
+    ui.properties.apply_preference_defaults(bpy.data.scenes)
+
+
 def register() -> None:
     for cls in ui.CLASSES + operators.CLASSES:
         bpy.utils.register_class(cls)
     ui.register()
     bpy.app.handlers.load_pre.append(_stop_on_load)
+    bpy.app.handlers.load_post.append(_defaults_on_load)
+    bpy.app.timers.register(_defaults_on_load, first_interval=0.0)  # bpy.data is not open during register
 
 
 def unregister() -> None:
     operators.trace.stop_job()
-    if _stop_on_load in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(_stop_on_load)
+    for handlers, handler in ((bpy.app.handlers.load_pre, _stop_on_load), (bpy.app.handlers.load_post, _defaults_on_load)):
+        if handler in handlers:
+            handlers.remove(handler)
+    if bpy.app.timers.is_registered(_defaults_on_load):
+        bpy.app.timers.unregister(_defaults_on_load)
     ui.unregister()
     for cls in reversed(ui.CLASSES + operators.CLASSES):
         bpy.utils.unregister_class(cls)

@@ -68,6 +68,15 @@ def image_pixels(image: bpy.types.Image) -> np.ndarray:
     return (np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def editor_image(context) -> bpy.types.Image | None:
+    """The image shown in an Image Editor of the current screen, if any."""
+    screen = getattr(context, "screen", None)
+    for area in getattr(screen, "areas", []):
+        if area.type == "IMAGE_EDITOR" and area.spaces.active.image is not None:
+            return area.spaces.active.image
+    return None
+
+
 def make_request(context, filepath: str, seed: int) -> tuple[TraceRequest, str, bpy.types.Image | None]:
     """(request, result name, Blender image to reuse) from the panel settings and preferences."""
     settings, prefs = context.scene.world_tracing, preferences(context)
@@ -82,8 +91,8 @@ def make_request(context, filepath: str, seed: int) -> tuple[TraceRequest, str, 
     if filepath:
         request.image_path = bpy.path.abspath(filepath)
         name = Path(request.image_path).stem
-    elif settings.image is not None:
-        image = settings.image
+    elif settings.image is not None or editor_image(context) is not None:
+        image = settings.image or editor_image(context)
         path = bpy.path.abspath(image.filepath) if image.filepath else ""
         if path and os.path.isfile(path) and not image.packed_file and not image.is_dirty:
             request.image_path = path

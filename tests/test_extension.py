@@ -67,14 +67,25 @@ def test_enable_disable_enable_leaves_no_leftovers(installed):
     """Disabling removes operators, settings and handlers; enabling again restores them, without errors."""
     import bpy
 
-    handlers = len(bpy.app.handlers.load_pre)
+    handlers = len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)
     bpy.ops.preferences.addon_disable(module=MODULE)
     assert not hasattr(bpy.types.Scene, "world_tracing")
     assert not hasattr(bpy.types, "WORLD_TRACING_OT_trace_image")
-    assert len(bpy.app.handlers.load_pre) == handlers - 1
+    assert (len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)) == (handlers[0] - 1, handlers[1] - 1)
     bpy.ops.preferences.addon_enable(module=MODULE)
     assert hasattr(bpy.types.Scene, "world_tracing") and hasattr(bpy.ops.world_tracing, "trace_image")
-    assert len(bpy.app.handlers.load_pre) == handlers
+    assert (len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)) == handlers
+
+
+def test_new_files_take_steps_and_samples_from_the_preferences(bpy_ext):
+    """The preferences' default steps and samples seed the settings of every newly opened file."""
+    bpy = bpy_ext
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.default_steps, prefs.default_samples = 7, 3
+    bpy.ops.wm.read_homefile(use_empty=True)
+    settings = bpy.context.scene.world_tracing
+    assert (settings.steps, settings.samples) == (7, 3)
+    prefs.default_steps, prefs.default_samples = 20, 1
 
 
 def test_trace_builds_collection_camera_and_layers(bpy_ext):

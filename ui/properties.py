@@ -54,6 +54,19 @@ class WT_Settings(bpy.types.PropertyGroup):
     result: PointerProperty(type=bpy.types.Collection, name="Result", description="The traced result the buttons below act on")
     show_layers: BoolVectorProperty(name="Show Layers", size=MAX_LAYERS, default=(True,) * MAX_LAYERS, update=_show_layers_changed)
     sample: IntProperty(name="Sample", default=0, min=0, max=7, update=_sample_changed, description="Which sample the result shows")
+    defaults_applied: bpy.props.BoolProperty(default=False, options={"HIDDEN"})
+
+
+def apply_preference_defaults(scenes) -> None:
+    """Give scenes that never had them the preferences' default steps and samples."""
+    from .preferences import preferences
+
+    prefs = preferences()
+    for scene in scenes:
+        settings = scene.world_tracing
+        if not settings.defaults_applied:
+            settings.steps, settings.samples = prefs.default_steps, prefs.default_samples
+            settings.defaults_applied = True
 
 
 def register() -> None:
