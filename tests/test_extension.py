@@ -274,3 +274,16 @@ def test_samples_can_be_flipped_and_kept(bpy_ext):
     settings.sample = 0
     np.testing.assert_array_equal(layer0_points(result_collection(bpy)), first)
     assert bpy.ops.world_tracing.keep_sample() == {"FINISHED"}
+
+
+def test_a_packed_blender_image_traces_and_is_never_deleted(bpy_ext):
+    """An image already in Blender (packed: read from its pixels) is traced and survives replacing the result."""
+    bpy = bpy_ext
+    image = bpy.data.images.load(str(SAMPLE))
+    image.pack()
+    bpy.context.scene.world_tracing.image = image
+    assert bpy.ops.world_tracing.trace_image() == {"FINISHED"}
+    collection = result_collection(bpy)
+    assert collection["wt_image"] == image and collection["wt_source"] == ""
+    assert bpy.ops.world_tracing.trace_image(seed=3) == {"FINISHED"}
+    assert image.name in bpy.data.images and len(bpy.data.images) == 1
