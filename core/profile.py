@@ -6,7 +6,9 @@ even the 1.7B-parameter released configs are summarised instantly.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from functools import lru_cache
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -65,3 +67,30 @@ def model_summary(cfg: WTDiTConfig) -> str:
     return (f"{cfg.image_size}px patch {cfg.patch_size}, L={cfg.num_layers}, D={cfg.dim}, {cfg.depth}+{cfg.head_depth} blocks, "
             f"{tokens} tokens\n  parameters {count_parameters(cfg) / 1e6:.2f}M, "
             f"forward {flops['total'] / 1e9:.2f} GFLOP ({kinds})")
+
+
+# Share of the measured matmul rate a whole WT-DiT forward reaches (benchmarks/bench_model.py).
+EFFICIENCY = {"cpu": 0.35, "cuda": 0.4, "mps": 0.3}
+
+
+@lru_cache(maxsize=4)
+def matmul_rate(device: str) -> float:
+    """Measured FLOP/s of a 1024³ matmul on `device` (float32; bf16 on CUDA), cached per process."""
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    a = torch.randn(1024, 1024, device=dev, dtype=dtype)
+    a @ a
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(4):
+        a @ a
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return 4 * 2 * 1024 ** 3 / (time.perf_counter() - t0)
+
+
+def estimate_seconds(forward_flops: float, steps: int, device: str, samples: int = 1) -> float:
+    """Seconds a trace of `steps` sampler steps will take on `device` (model time only)."""
+    kind = torch.device(device).type
+    return forward_flops * steps * samples / (matmul_rate(device) * EFFICIENCY.get(kind, 0.3))

@@ -87,14 +87,25 @@ def release_models() -> None:
         torch.cuda.empty_cache()
 
 
-def loaded_model_description() -> str:
-    """A short line about the cached model, or '' if none is loaded."""
-    with _model_lock:
-        if not _model_cache:
-            return ""
-        (path, device), (model, normalization, info) = next(iter(_model_cache.items()))
-    cfg = model.cfg
-    return f"{info.get('name', 'model')} · {normalization.mode} · {cfg.image_size}px · {device}"
+_cards: dict[str, dict] = {}  # checkpoint path → describe_checkpoint() + the device it was timed on
+
+
+def model_card(checkpoint: str) -> dict | None:
+    """What is known about a checkpoint (name, mode, resolution, time per step), if checked already."""
+    return _cards.get(checkpoint)
+
+
+def check_model(checkpoint: str, device_name: str) -> dict:
+    """Describe a checkpoint and time one sampler step on the chosen device (no weights loaded)."""
+    from ..core.inference import pick_device
+    from ..core.profile import estimate_seconds
+    from ..core.weights import describe_checkpoint
+
+    card = describe_checkpoint(checkpoint)
+    device = str(pick_device(device_name))
+    card.update(device=device, seconds_per_step=estimate_seconds(card["forward_flops"], 1, device))
+    _cards[checkpoint] = card
+    return card
 
 
 def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event):
@@ -106,6 +117,8 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
     rgba = request.pixels if request.pixels is not None else read_image(request.image_path)
     progress.stage = "loading model"
     model, normalization, info = load_model_cached(request.checkpoint, request.device)
+    if model_card(request.checkpoint) is None:
+        check_model(request.checkpoint, request.device)
     if cancel.is_set():
         raise Cancelled()
     cfg = SampleConfig(steps=request.steps)

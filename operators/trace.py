@@ -17,7 +17,7 @@ from bpy.props import IntProperty, StringProperty
 
 from ..core.layered import LayeredPointMap
 from ..ui.preferences import preferences
-from .job import TraceJob, TraceRequest, release_models
+from .job import TraceJob, TraceRequest, check_model, release_models
 from .scene import BuildOptions, build_result, result_name
 
 _job: TraceJob | None = None  # the one trace that may run
@@ -77,15 +77,20 @@ def editor_image(context) -> bpy.types.Image | None:
     return None
 
 
+def selected_checkpoint(context) -> str:
+    """The checkpoint the preferences choose (the shipped one when empty)."""
+    prefs = preferences(context)
+    if prefs.checkpoint:
+        return bpy.path.abspath(prefs.checkpoint)
+    from ..core.weights import default_checkpoint
+
+    return str(default_checkpoint())
+
+
 def make_request(context, filepath: str, seed: int) -> tuple[TraceRequest, str, bpy.types.Image | None]:
     """(request, result name, Blender image to reuse) from the panel settings and preferences."""
     settings, prefs = context.scene.world_tracing, preferences(context)
-    checkpoint = bpy.path.abspath(prefs.checkpoint) if prefs.checkpoint else ""
-    if not checkpoint:
-        from ..core.weights import default_checkpoint
-
-        checkpoint = str(default_checkpoint())
-    request = TraceRequest(checkpoint=checkpoint, device=prefs.device, mode=settings.mode, steps=settings.steps,
+    request = TraceRequest(checkpoint=selected_checkpoint(context), device=prefs.device, mode=settings.mode, steps=settings.steps,
                            seed=seed, samples=settings.samples)
     image = None
     if filepath:
@@ -296,6 +301,23 @@ class WT_OT_view_camera(bpy.types.Operator):
         area = context.area
         if area is not None and area.type == "VIEW_3D":
             area.spaces.active.region_3d.view_perspective = "CAMERA"
+        return {"FINISHED"}
+
+
+class WT_OT_check_model(bpy.types.Operator):
+    """Read the chosen checkpoint (not its weights): which model, mode and resolution, and a time estimate"""
+
+    bl_idname = "world_tracing.check_model"
+    bl_label = "Check Model"
+
+    def execute(self, context):
+        try:
+            card = check_model(selected_checkpoint(context), preferences(context).device)
+        except (ValueError, FileNotFoundError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{card['name']}: {card['mode']}, {card['image_size']} px, {card['layers']} layers, "
+                              f"{card['parameters'] / 1e6:.0f}M parameters, ≈ {card['seconds_per_step']:.1f} s per step on {card['device']}")
         return {"FINISHED"}
 
 

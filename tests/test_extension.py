@@ -287,3 +287,27 @@ def test_a_packed_blender_image_traces_and_is_never_deleted(bpy_ext):
     assert collection["wt_image"] == image and collection["wt_source"] == ""
     assert bpy.ops.world_tracing.trace_image(seed=3) == {"FINISHED"}
     assert image.name in bpy.data.images and len(bpy.data.images) == 1
+
+
+def test_check_model_describes_the_chosen_checkpoint(bpy_ext, interop):
+    """Check Model names the model, its mode and resolution and estimates the time, for ours and official files."""
+    bpy = bpy_ext
+    job = sys.modules[f"{MODULE}.operators.job"]
+    assert bpy.ops.world_tracing.check_model() == {"FINISHED"}
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    card = job.model_card(prefs.checkpoint)
+    assert card["image_size"] == 32 and card["mode"] == "object" and card["seconds_per_step"] > 0
+    prefs.checkpoint = str(interop / "tiny_filmadaln_state_dict.safetensors")
+    assert bpy.ops.world_tracing.check_model() == {"FINISHED"}
+    card = job.model_card(prefs.checkpoint)
+    assert card["name"] == "official custom" and card["mode"] == "scene" and card["layers"] == 3
+
+
+def test_an_official_layout_checkpoint_traces_through_the_extension(bpy_ext, interop):
+    """The released layout (here the reference model's random weights) traces end to end in Blender."""
+    bpy = bpy_ext
+    bpy.context.preferences.addons[MODULE].preferences.checkpoint = str(interop / "tiny_state_dict.safetensors")
+    bpy.context.scene.world_tracing.steps = 2
+    assert trace(bpy) == {"FINISHED"}
+    lpm = sys.modules[f"{MODULE}.operators.trace"]._samples[result_collection(bpy).name]
+    assert lpm.num_layers == 3 and lpm.valid[0].any()

@@ -17,12 +17,14 @@ class WT_PT_trace(bpy.types.Panel):
     bl_category = "World Tracing"
 
     def draw(self, context) -> None:
-        from ..operators.job import loaded_model_description  # operators import ui: import them late
-        from ..operators.trace import current_job, last_message
+        from ..operators.job import model_card  # operators import ui: import them late
+        from ..operators.trace import current_job, last_message, selected_checkpoint
 
         layout = self.layout
         settings = context.scene.world_tracing
         layout.template_ID_preview(settings, "image", open="image.open", rows=3, cols=6)
+        if settings.mode == "object" and settings.image is not None and settings.image.depth in (8, 24, 48, 96):
+            layout.label(text="No alpha: a plain background will be keyed out", icon="INFO")
 
         col = layout.column(align=True)
         col.use_property_split = True
@@ -40,8 +42,19 @@ class WT_PT_trace(bpy.types.Panel):
             col.prop(settings, "point_size")
 
         prefs = preferences(context)
-        model = os.path.basename(prefs.checkpoint) if prefs.checkpoint else "shipped tiny model"
-        layout.label(text=loaded_model_description() or f"Model: {model} ({prefs.device})", icon="NETWORK_DRIVE")
+        try:
+            card = model_card(selected_checkpoint(context))
+        except FileNotFoundError:
+            card = None
+        row = layout.row(align=True)
+        if card:
+            eta = card["seconds_per_step"] * settings.steps * settings.samples
+            row.label(text=f"{card['name']} · {card['mode']} · {card['image_size']}px · ≈ {_duration(eta)} on {card['device']}",
+                      icon="NETWORK_DRIVE")
+        else:
+            name = os.path.basename(prefs.checkpoint) if prefs.checkpoint else "shipped tiny model"
+            row.label(text=f"Model: {name}", icon="NETWORK_DRIVE")
+        row.operator("world_tracing.check_model", text="", icon="VIEWZOOM")
 
         job = current_job()
         if job is not None and job.running:
@@ -107,3 +120,7 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {w}".strip()
     return lines + [line] if line else lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else (f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h")
