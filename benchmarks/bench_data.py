@@ -17,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.data.generate import GenerateConfig, generate  # noqa: E402
+from core.data.generate import GenerateConfig, generate
 
 
 def tracer_rays_per_second(resolution: int, seed: int = 0, layers: int = 6) -> tuple[float, float]:

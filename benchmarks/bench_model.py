@@ -20,12 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.flow import flow_loss  # noqa: E402
-from core.inference import model_callable, pick_device  # noqa: E402
-from core.model import BLOCK_TYPES, WTDiT  # noqa: E402
-from core.profile import count_flops, forward_inputs  # noqa: E402
-from core.sampling import SampleConfig, initial_noise, sample_steps  # noqa: E402
-from core.weights import default_checkpoint, load_any_checkpoint  # noqa: E402
+from core.flow import flow_loss
+from core.inference import model_callable, pick_device
+from core.model import BLOCK_TYPES, WTDiT
+from core.profile import count_flops, forward_inputs
+from core.sampling import SampleConfig, initial_noise, sample_steps
+from core.weights import default_checkpoint, load_any_checkpoint
 
 
 def sync(device: torch.device) -> None:

@@ -90,7 +90,7 @@ class PointNormalization:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "PointNormalization":
+    def from_json(cls, text: str) -> PointNormalization:
         d = json.loads(text)
         return cls(d["mode"], tuple(d["mean"]), tuple(d["std"]))
 

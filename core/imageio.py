@@ -98,7 +98,7 @@ def square_around_foreground(foreground: np.ndarray, fill: float = 2 / 3) -> tup
     top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
     side = int(np.ceil(max(bottom - top + 1, right - left + 1) / fill))
     cy, cx = (top + bottom) / 2, (left + right) / 2
-    return int(round(cy - side / 2)), int(round(cx - side / 2)), side
+    return round(cy - side / 2), round(cx - side / 2), side
 
 
 def prepare_image(rgba: np.ndarray, size: int, mode: str = "object", background: tuple[int, int, int] = BACKGROUND,

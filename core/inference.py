@@ -108,7 +108,6 @@ def trace_image(model: WTDiT, normalization: PointNormalization, rgba: np.ndarra
     foreground = torch.from_numpy(prepared.foreground)[None].expand(samples, -1, -1)
     pred = predict(model, normalization, image, foreground, cfg, seed, on_step)
     box = prepared.box
-    H, W = rgba.shape[:2]
     intrinsics = intrinsics_in_input(pred.points[0, 0].cpu().numpy(), pred.valid[0, 0].cpu().numpy(), box)
     points, valid = restore_layers(pred.points.cpu(), pred.valid.cpu(), box, intrinsics, foreground_mask(rgba, mode))
     extras = {}

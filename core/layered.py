@@ -74,7 +74,7 @@ class LayeredPointMap:
         write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LayeredPointMap":
+    def load(cls, path: str | os.PathLike) -> LayeredPointMap:
         """Read and validate a `trace` .npz; raises LayeredFileError with the reason."""
         path = Path(path)
         try:

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-
 # ----------------------------------------------------------------------------------------------
 # Rotary position embedding (2-D: first half of each head rotated by the row, second by the column)
 # ----------------------------------------------------------------------------------------------

@@ -261,7 +261,8 @@ def remove_result(collection: bpy.types.Collection) -> None:
 
 def rename_result(collection: bpy.types.Collection, old: str, new: str) -> None:
     """Rename a result's collection, objects, their data and materials from prefix `old` to `new`."""
-    blocks = [collection]
+    image = collection.get("wt_image")
+    blocks = [collection] + ([image] if image is not None and image.get("wt_generated") else [])
     for obj in collection.all_objects:
         blocks.append(obj)
         if obj.data is not None:

@@ -18,10 +18,10 @@ OUT = ROOT / "out"
 os.environ["BLENDER_USER_RESOURCES"] = str(OUT / "blender-user")  # never touch the user's own Blender set-up
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from core.weights import SAMPLE_IMAGE  # noqa: E402
+from core.weights import SAMPLE_IMAGE
 
 NOVEL_FRAMES = (1, 24, 48)
 

@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from core.camera import (blender_camera_to_intrinsics, intrinsics_to_blender_camera, make_intrinsics,
-                         points_to_focal_shift, points_to_intrinsics)
+from core.camera import (
+    blender_camera_to_intrinsics,
+    intrinsics_to_blender_camera,
+    make_intrinsics,
+    points_to_focal_shift,
+    points_to_intrinsics,
+)
 
 
 def synthetic_points(K, H, W, shift=0.0, seed=0):

@@ -8,9 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import DATA, ROOT
+from PIL import Image
 
 MODULE = "bl_ext.user_default.world_tracing"
 SAMPLE = DATA / "object_rgba.png"

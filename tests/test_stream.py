@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, small_config, write_sphere_shards
+
 from core.data.stream import SceneStream, StreamConfig, load_bank, primitive
 from core.raytrace import occluded_along, trace_camera
 
@@ -18,8 +18,14 @@ from core.raytrace import occluded_along, trace_camera
 @pytest.mark.parametrize("seed, mode", [(0, "object"), (1, "object"), (3, "scene")])
 def test_torch_tracer_agrees_with_the_blender_engine(blender, seed, mode):
     """Same triangles, same camera: identical hit counts per pixel and distances to 1e-4 relative."""
-    from core.data.scenes import (add_camera, build_object_scene, build_room_scene, place_object_camera,
-                                  place_room_camera, reset_scene)
+    from core.data.scenes import (
+        add_camera,
+        build_object_scene,
+        build_room_scene,
+        place_object_camera,
+        place_room_camera,
+        reset_scene,
+    )
     from core.data.tracing import render_and_trace, scene_triangles
 
     R = 64

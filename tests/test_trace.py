@@ -8,16 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA, ROOT, small_config
+
 from core.checkpoint import save_checkpoint
 from core.geometry import PointNormalization
 from core.imageio import prepare_image, read_image
 from core.inference import trace_image
-from core.sampling import SampleConfig
 from core.layered import LayeredPointMap
 from core.model import WTDiT
 from core.official import ours_to_official
+from core.sampling import SampleConfig
 from core.weights import load_any_checkpoint
 
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, small_config, write_sphere_shards
+
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core.geometry import PointNormalization
 from core.model import WTDiT

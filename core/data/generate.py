@@ -52,8 +52,7 @@ class GenerateConfig:
 
 def make_sample(cfg: GenerateConfig, index: int, assets: list, threads: int, log_lines: list[str]) -> dict:
     """Build, render and trace sample `index` in this process's Blender; redraw skipped scenes."""
-    from .scenes import (add_camera, build_object_scene, build_room_scene, place_object_camera,
-                         place_room_camera, reset_scene)
+    from .scenes import add_camera, build_object_scene, build_room_scene, place_object_camera, place_room_camera, reset_scene
     from .tracing import SkipSample, render_and_trace
 
     for attempt in range(MAX_ATTEMPTS):

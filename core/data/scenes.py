@@ -86,7 +86,8 @@ def random_material(rng: np.random.Generator, name: str):
     import bpy
 
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if mat.node_tree is None:  # Blender < 5.0 creates materials without nodes
+        mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     bsdf = nodes["Principled BSDF"]
     bsdf.inputs["Roughness"].default_value = rng.uniform(0.2, 0.9)
@@ -124,7 +125,8 @@ def add_lights(rng: np.random.Generator, centre: np.ndarray, spread: float) -> N
     import bpy
 
     scene = bpy.context.scene
-    scene.world.use_nodes = True
+    if scene.world.node_tree is None:
+        scene.world.use_nodes = True
     bg = scene.world.node_tree.nodes["Background"]
     grey = rng.uniform(0.6, 1.0)
     tint = rng.uniform(0.85, 1.0, size=3)
