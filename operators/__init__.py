@@ -2,14 +2,14 @@
 
 from .export import WT_OT_export
 from .trace import (
-                    WT_OT_cancel,
-                    WT_OT_check_model,
-                    WT_OT_keep_sample,
-                    WT_OT_release,
-                    WT_OT_report,
-                    WT_OT_resample,
-                    WT_OT_trace_image,
-                    WT_OT_view_camera,
+    WT_OT_cancel,
+    WT_OT_check_model,
+    WT_OT_keep_sample,
+    WT_OT_release,
+    WT_OT_report,
+    WT_OT_resample,
+    WT_OT_trace_image,
+    WT_OT_view_camera,
 )
 
 CLASSES = (WT_OT_trace_image, WT_OT_cancel, WT_OT_resample, WT_OT_keep_sample, WT_OT_view_camera, WT_OT_check_model,
