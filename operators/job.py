@@ -96,7 +96,8 @@ def model_card(checkpoint: str) -> dict | None:
 
 
 def check_model(checkpoint: str, device_name: str) -> dict:
-    """Describe a checkpoint and time one sampler step on the chosen device (no weights loaded)."""
+    """Describe a checkpoint and estimate one sampler step's time on the chosen device from its FLOPs
+    and a measured matmul rate (no weights loaded)."""
     from ..core.inference import pick_device
     from ..core.profile import estimate_seconds
     from ..core.weights import describe_checkpoint

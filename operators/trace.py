@@ -119,7 +119,8 @@ def finish(scene_name: str, name: str, request: TraceRequest, image, lpm: Layere
     scene = bpy.data.scenes[scene_name]
     settings = scene.world_tracing
     properties = {"wt_source": request.image_path, "wt_seed": request.seed, "wt_steps": request.steps,
-                  "wt_mode": request.mode, "wt_samples": request.samples}
+                  "wt_mode": request.mode, "wt_samples": request.samples,
+                  "wt_model": Path(request.checkpoint).name}
     t0 = time.perf_counter()
     collection = build_result(scene, lpm, name, build_options(settings), image, properties)
     _samples[collection.name] = lpm

@@ -4,10 +4,15 @@ Installs the freshly built extension zip into an isolated Blender user folder, t
 core/assets/sample.png with `bpy.ops.world_tracing.trace_image`, saves out/world_tracing_demo.blend
 and renders the image's own view plus three novel views (Cycles, CPU) into out/, with
 out/demo.png putting them side by side.
+
+    python scripts/demo.py [--image PATH] [--checkpoint PATH] [--steps N] [--device D] [--no-render]
+
+traces another image or model the same way (e.g. an official model.pt, picked as in the preferences).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -48,19 +53,28 @@ def render(scene, camera, path: Path, frame: int = 1) -> np.ndarray:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
+    parser.add_argument("--checkpoint", default="", help="model file (default: the shipped model)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    parser.add_argument("--no-render", action="store_true", help="only trace and save the .blend")
+    args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     import bpy
 
     package = install_extension()
     print(f"installed {package.name}")
+    prefs = bpy.context.preferences.addons["bl_ext.user_default.world_tracing"].preferences
+    prefs.checkpoint, prefs.device = str(Path(args.checkpoint).resolve()) if args.checkpoint else "", args.device
     scene = bpy.context.scene
     settings = scene.world_tracing
-    settings.output, settings.point_size = "POINTS", 1.6
+    settings.output, settings.point_size, settings.steps = "POINTS", 1.6, args.steps
     t0 = time.perf_counter()
-    result = bpy.ops.world_tracing.trace_image(filepath=str(SAMPLE_IMAGE))
+    result = bpy.ops.world_tracing.trace_image(filepath=str(args.image))
     if result != {"FINISHED"}:
-        raise SystemExit("tracing the sample failed")
-    print(f"traced {SAMPLE_IMAGE.name} in {time.perf_counter() - t0:.1f} s")
+        raise SystemExit(f"tracing {args.image} failed")
+    print(f"traced {args.image.name} with {settings.result.get('wt_model', 'the model')} in {time.perf_counter() - t0:.1f} s")
     collection = settings.result
     matched = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is None)
     novel = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is not None)
@@ -73,8 +87,10 @@ def main() -> None:
     blend = OUT / "world_tracing_demo.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     print(f"saved {blend}")
+    if args.no_render:
+        return
 
-    tiles = [np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB")), render(scene, matched, OUT / "render_image_view.png")]
+    tiles = [np.asarray(Image.open(args.image).convert("RGB")), render(scene, matched, OUT / "render_image_view.png")]
     for frame in NOVEL_FRAMES:
         tiles.append(render(scene, novel, OUT / f"render_novel_{frame:02d}.png", frame))
     h = min(t.shape[0] for t in tiles)

@@ -107,6 +107,36 @@ def test_trace_builds_collection_camera_and_layers(bpy_ext):
     assert len(novel) == 1
 
 
+def test_bundled_sample_traces_with_the_shipped_model(bpy_ext):
+    """The default model (shipped inside the zip) traces the bundled sample into a solid object:
+    most foreground pixels get a visible point, and hidden layers lie behind the visible surface."""
+    from core.weights import SAMPLE_IMAGE
+
+    bpy = bpy_ext
+    bpy.context.preferences.addons[MODULE].preferences.checkpoint = ""
+    settings = bpy.context.scene.world_tracing
+    settings.output, settings.steps = "POINTS", 10
+    assert trace(bpy, SAMPLE_IMAGE) == {"FINISHED"}
+    alpha = np.asarray(Image.open(SAMPLE_IMAGE))[..., 3] > 127
+    W = alpha.shape[1]
+    camera = bpy.context.scene.camera.matrix_world.translation
+    distance = {}  # layer → {pixel: distance from the camera}
+    for obj in result_collection(bpy).objects:
+        if obj.type != "MESH":
+            continue
+        n = len(obj.data.vertices)
+        co, layer, pixel = np.empty(n * 3, np.float32), np.empty(n, np.int32), np.empty(n, np.int32)
+        obj.data.vertices.foreach_get("co", co)
+        obj.data.attributes["wt_layer"].data.foreach_get("value", layer)
+        obj.data.attributes["wt_pixel"].data.foreach_get("value", pixel)
+        world = co.reshape(-1, 3) @ np.array(obj.matrix_world)[:3, :3].T + np.array(obj.matrix_world)[:3, 3]
+        distance[int(layer[0])] = dict(zip(pixel.tolist(), np.linalg.norm(world - np.array(camera), axis=1).tolist()))
+    visible = np.array([alpha[divmod(p, W)] for p in distance[0]])
+    assert len(distance[0]) > 0.9 * alpha.sum() and visible.mean() > 0.95
+    behind = [distance[1][p] >= distance[0][p] for p in distance[1] if p in distance[0]]
+    assert len(behind) > 0.3 * alpha.sum() and np.mean(behind) > 0.95
+
+
 def test_layer0_points_project_to_their_pixel_centres(bpy_ext):
     """Seen through the matched camera, every layer-0 point lands within 0.5 px of its pixel's centre."""
     from bpy_extras.object_utils import world_to_camera_view

@@ -1,0 +1,111 @@
+"""The released models' shapes with random weights: seconds per 20-step sample (r75b at 504 px,
+r69l at 840 px), and a `model.pt`-like file in the official key layout to trace end to end.
+
+    python benchmarks/bench_official.py [--configs r75b r69l] [--steps 20] [--device auto] [--compile]
+    python benchmarks/bench_official.py --configs r75b --write r75b_random.pt --no-timing
+
+On CUDA the weights are bf16 and attention runs through SDPA's flash kernels; the figure is the best
+of two full samplings after a warm-up. On a CPU, `--cpu-steps` steps (default 1) are timed and scaled
+to `--steps`. The official figures to beat: ~13 s (r75b) and ~17 s (r69l) on an A100/H100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.inference import pick_device
+from core.model import WTDiT, build_config
+from core.official import ours_to_official
+from core.profile import count_flops
+from core.sampling import SampleConfig, initial_noise, sample_steps
+
+
+def random_model(name: str, device: torch.device, seed: int = 0) -> WTDiT:
+    """A released-shape WT-DiT with seeded random weights; zero-initialised outputs get small noise
+    so the network's output depends on every block."""
+    torch.manual_seed(seed)
+    with device:
+        model = WTDiT(build_config(name))
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    return model.eval().requires_grad_(False)
+
+
+def seconds_per_sample(model: WTDiT, steps: int, device: torch.device, timed_steps: int, repeats: int) -> float:
+    """Wall seconds for one `steps`-step Euler sample at the model's resolution (best of `repeats`;
+    with timed_steps < steps, the time of timed_steps steps scaled up)."""
+    S, L = model.cfg.image_size, model.cfg.num_layers
+    image = torch.rand(1, 3, S, S, device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def fn(x, t, img):
+        with torch.inference_mode(), autocast:
+            return model(x, t, img)
+
+    best = float("inf")
+    for _ in range(repeats):
+        noise = initial_noise(1, 1, L, S, S, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i, _ in enumerate(sample_steps(fn, image, noise, SampleConfig(steps=steps))):
+            if i + 1 == timed_steps:
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best * steps / timed_steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["r75b", "r69l"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cpu-steps", type=int, default=1, help="steps actually timed on a CPU")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    parser.add_argument("--write", help="also save the (first) model's weights in the official layout (.pt)")
+    parser.add_argument("--no-timing", action="store_true")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    for name in args.configs:
+        t0 = time.perf_counter()
+        model = random_model(name, device)
+        print(f"{name}: {sum(p.numel() for p in model.parameters()) / 1e9:.3f} B parameters, "
+              f"{model.cfg.image_size}px, built with random weights in {time.perf_counter() - t0:.0f} s on {device}")
+        if args.write:
+            torch.save(ours_to_official(model.state_dict()), args.write)
+            print(f"wrote {args.write} (official key layout)")
+            args.write = None
+        if args.no_timing:
+            continue
+        if device.type == "cuda":
+            model = model.to(torch.bfloat16)
+        if args.compile:
+            model = torch.compile(model)
+        gpu = device.type == "cuda"
+        if gpu:
+            seconds_per_sample(model, args.steps, device, 1, 1)  # warm-up (and compilation)
+        s = seconds_per_sample(model, args.steps, device, args.steps if gpu else args.cpu_steps, 2 if gpu else 1)
+        flops = count_flops(build_config(name))["total"] * args.steps
+        print(f"{name}: {s:.2f} s per {args.steps}-step sample on {torch.cuda.get_device_name() if gpu else 'cpu'}"
+              f"{'' if gpu else f' (from {args.cpu_steps} timed steps)'}, {flops / s / 1e12:.1f} TFLOP/s"
+              + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if gpu else ""))
+        del model
+        if gpu:
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
