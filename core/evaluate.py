@@ -11,7 +11,7 @@ import torch
 from .data.shards import ShardReader
 from .geometry import PointNormalization
 from .inference import predict
-from .metrics import evaluate_layered, mean_metrics
+from .metrics import align_points_scale_z_shift, apply_scale_z_shift, evaluate_layered, mean_metrics
 from .model import WTDiT
 from .plots import colorize, image_grid
 from .sampling import SampleConfig
@@ -43,18 +43,26 @@ def evaluate_model(model: WTDiT, normalization: PointNormalization, reader: Shar
 def prediction_figure(model: WTDiT, normalization: PointNormalization, reader: ShardReader, indices: list[int],
                       path: str | os.PathLike, cfg: SampleConfig = SampleConfig(), seed: int = 0) -> None:
     """PNG, two rows per sample: input and per-layer depth of the prediction / the ground truth,
-    plus a side view of the predicted / true point cloud (all layers, coloured by layer)."""
+    plus a side view of the predicted / true point cloud (all layers, coloured by layer).
+
+    Predictions are first aligned to the truth by scale and z-shift on layer 0 (as the metrics are),
+    so both rows share one depth colour scale.
+    """
     gt = reader.batch(indices)
     pred = predict(model, normalization, gt["image"], gt["foreground"], cfg, seed)
     L = model.cfg.num_layers
     rows, labels = [], []
     for b in range(len(indices)):
         image = (gt["image"][b].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-        for name, pts, valid in (("pred", pred.points[b].cpu().numpy(), pred.valid[b].cpu().numpy()),
-                                 ("truth", gt["points"][b, :L].numpy(), gt["valid"][b, :L].numpy())):
+        g_pts, g_valid = gt["points"][b, :L].numpy(), gt["valid"][b, :L].numpy()
+        p_pts, p_valid = pred.points[b].cpu().numpy(), pred.valid[b].cpu().numpy()
+        both = p_valid[0] & g_valid[0]
+        if both.sum() >= 2:
+            p_pts = apply_scale_z_shift(p_pts, *align_points_scale_z_shift(p_pts[0][both], g_pts[0][both]))
+        zg = g_pts[..., 2][g_valid]
+        lo, hi = (float(zg.min()), float(zg.max())) if zg.size else (0.0, 1.0)
+        for name, pts, valid in (("pred", p_pts, p_valid), ("truth", g_pts, g_valid)):
             z = pts[..., 2]
-            zg = gt["points"][b, ..., 2].numpy()[gt["valid"][b].numpy()]
-            lo, hi = float(zg.min()), float(zg.max())
             depth = [colorize(z[k], valid[k], lo, hi) for k in range(L)]
             rows.append([image if name == "pred" else np.full_like(image, 255)] + depth + [side_view(pts, valid, image.shape[0])])
             labels.append(f"#{int(reader.index[indices[b]])} {name}")
