@@ -132,12 +132,12 @@ def new_points_node_group() -> bpy.types.NodeTree:
 
 
 def set_point_attributes(mesh: bpy.types.Mesh, layer: int, pixels: np.ndarray, colors: np.ndarray) -> None:
-    """wt_layer, wt_pixel (INT) and wt_color (FLOAT_COLOR, RGBA in [0, 1]) on every vertex."""
+    """wt_layer, wt_pixel (INT) and wt_color (FLOAT_COLOR; `colors` are sRGB in [0, 1], stored linear) on every vertex."""
     n = len(pixels)
     mesh.attributes.new("wt_layer", "INT", "POINT").data.foreach_set("value", np.full(n, layer, np.int32))
     mesh.attributes.new("wt_pixel", "INT", "POINT").data.foreach_set("value", pixels.astype(np.int32))
     rgba = np.concatenate([colors, np.ones((n, 1), np.float32)], axis=1)
-    mesh.attributes.new("wt_color", "FLOAT_COLOR", "POINT").data.foreach_set("color", rgba.ravel())
+    mesh.attributes.new("wt_color", "FLOAT_COLOR", "POINT").data.foreach_set("color_srgb", rgba.ravel())
 
 
 def layer_colors(lpm: LayeredPointMap, layer: int, pixels: np.ndarray) -> np.ndarray:

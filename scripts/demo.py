@@ -81,6 +81,7 @@ def main() -> None:
 
     scene.render.engine = "CYCLES"
     scene.cycles.device, scene.cycles.samples = "CPU", 16
+    scene.view_settings.view_transform = "Standard"  # emission shows the image's own colours
     scene.render.resolution_percentage = 100
     scene.world = bpy.data.worlds.new("demo world")
     scene.world.color = (0.03, 0.03, 0.035)

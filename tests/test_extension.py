@@ -178,6 +178,27 @@ def test_novel_view_render_shows_the_geometry(bpy_ext, tmp_path):
     assert (alpha > 0).mean() > 0.02
 
 
+def test_image_view_render_reproduces_the_image(bpy_ext, tmp_path):
+    """F12 through the matched camera (Standard view transform) shows the image's own colours where
+    the object is: the points sit on their pixels and carry the image's sRGB colours."""
+    bpy = bpy_ext
+    settings = bpy.context.scene.world_tracing
+    settings.output, settings.layers = "POINTS", 1
+    trace(bpy)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples = "CPU", 8
+    scene.view_settings.view_transform = "Standard"
+    scene.render.filepath = str(tmp_path / "view.png")
+    bpy.ops.render.render(write_still=True)
+    rendered = np.asarray(Image.open(tmp_path / "view.png").convert("RGB")).astype(np.float32) / 255
+    source = np.asarray(Image.open(SAMPLE).convert("RGBA")).astype(np.float32) / 255
+    inside = source[..., 3] > 0.99
+    inside[1:-1, 1:-1] &= inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]  # away from the edge
+    error = np.abs(rendered[inside] - source[..., :3][inside]).mean()
+    assert rendered.shape[:2] == source.shape[:2] and inside.sum() > 100 and error < 0.05, error
+
+
 def test_cancel_stops_a_running_trace_and_builds_nothing(bpy_ext, installed):
     """Cancel takes effect after the current step; the job reports cancelled and the scene is untouched."""
     bpy = bpy_ext
