@@ -102,11 +102,19 @@ def attention_split(model: WTDiT, device: torch.device, repeats: int = 5) -> dic
     times = {k: 0.0 for k in BLOCK_TYPES}
     starts = {}
     handles = []
+
+    def start(module, args) -> None:
+        sync(device)
+        starts[module] = time.perf_counter()
+
+    def stop(module, args, output, kind: str) -> None:
+        sync(device)
+        times[kind] += time.perf_counter() - starts[module]
+
     for i, block in enumerate(list(model.blocks) + list(model.head.blocks)):
         kind = BLOCK_TYPES[i % 3] if i < len(model.blocks) else BLOCK_TYPES[(i - len(model.blocks)) % 3]
-        handles.append(block.register_forward_pre_hook(lambda m, a, k=id(block): (sync(device), starts.__setitem__(k, time.perf_counter()))))
-        handles.append(block.register_forward_hook(
-            lambda m, a, o, k=id(block), kind=kind: (sync(device), times.__setitem__(kind, times[kind] + time.perf_counter() - starts[k]))))
+        handles.append(block.register_forward_pre_hook(start))
+        handles.append(block.register_forward_hook(lambda m, a, o, kind=kind: stop(m, a, o, kind)))
     x, t, image = forward_inputs(model.cfg, 1, device)
     with torch.inference_mode():
         for _ in range(repeats):

@@ -8,6 +8,7 @@ Coordinates stay in OpenCV camera space (x right, y down, z forward).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -32,18 +33,21 @@ class GridMesh:
     layer: int
 
 
+@lru_cache(maxsize=4)
 def grid_triangles(height: int, width: int) -> np.ndarray:
     """Both triangles of every 2×2 quad of an H×W grid, as flat pixel indices row·W + col.
 
     Each quad gives (top-left, bottom-left, top-right) and (top-right, bottom-left, bottom-right):
     counter-clockwise on the image, so for a surface facing the camera the right-hand normal
     (b − a) × (c − a) in OpenCV camera space points toward the camera (negative z).
-    Returns (2·(H−1)·(W−1), 3) int64, quad by quad in row-major order.
+    Returns (2·(H−1)·(W−1), 3) int64, quad by quad in row-major order; cached per size, read-only.
     """
     p = np.arange(height * width, dtype=np.int64).reshape(height, width)
     tl, tr, bl, br = p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]
     quads = np.stack([np.stack([tl, bl, tr], axis=-1), np.stack([tr, bl, br], axis=-1)], axis=-2)
-    return quads.reshape(-1, 3)
+    tris = quads.reshape(-1, 3)
+    tris.setflags(write=False)
+    return tris
 
 
 def pixels_to_uvs(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
