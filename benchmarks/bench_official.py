@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.inference import pick_device
+from core.inference import model_callable, pick_device
 from core.model import WTDiT, build_config
 from core.official import ours_to_official
 from core.profile import count_flops
@@ -47,12 +46,7 @@ def seconds_per_sample(model: WTDiT, steps: int, device: torch.device, timed_ste
     with timed_steps < steps, the time of timed_steps steps scaled up)."""
     S, L = model.cfg.image_size, model.cfg.num_layers
     image = torch.rand(1, 3, S, S, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-    def fn(x, t, img):
-        with torch.inference_mode(), autocast:
-            return model(x, t, img)
-
+    fn = model_callable(model)
     best = float("inf")
     for _ in range(repeats):
         noise = initial_noise(1, 1, L, S, S, device=device)
