@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test extension
 
-$(VENV)/installed: requirements.txt
+$(VENV)/installed: requirements.txt wheels/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@

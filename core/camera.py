@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 SENSOR_MM = 36.0  # Blender's default sensor size; any value works, the lens scales with it
 
@@ -66,47 +65,6 @@ def points_to_intrinsics(points: np.ndarray, mask: np.ndarray, min_points: int =
     fx, cx = _robust_line_fit(x / z, u[ok])
     fy, cy = _robust_line_fit(y / z, v[ok])
     return make_intrinsics(fx, fy, cx, cy)
-
-
-def points_to_focal_shift(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-    """MoGe-style solve for one focal length and a z-shift, principal point at the image centre.
-
-    For affine-correct geometry (depth known up to an offset): minimises
-    Σ ‖(u - W/2, v - H/2) - f·(X, Y)/(Z + s)‖² over f (closed form for each s) and s (1-D search),
-    then refits once on inliers. points: (H, W, 3); mask: (H, W) bool.
-    Returns ((3, 3) float32 intrinsics, shift s to add to every Z).
-    """
-    H, W = mask.shape
-    ok = mask & np.all(np.isfinite(points), axis=-1)
-    if ok.sum() < 10:
-        raise ValueError(f"need at least 10 foreground pixels to solve focal and shift, got {int(ok.sum())}")
-    u, v = _pixel_centres(H, W)
-    uv = np.stack([u[ok] - W / 2, v[ok] - H / 2], axis=-1)  # (N, 2)
-    xy = points[ok, :2].astype(np.float64)
-    z = points[ok, 2].astype(np.float64)
-    scale = np.median(np.abs(z)) + 1e-12
-
-    def solve(keep: np.ndarray) -> tuple[float, float]:
-        def residual(s: float) -> tuple[float, float]:
-            q = xy[keep] / np.maximum(z[keep, None] + s, 1e-6 * scale)
-            f = float(np.sum(q * uv[keep]) / max(np.sum(q * q), 1e-30))
-            return float(np.sum((uv[keep] - f * q) ** 2)), f
-
-        lo = -float(np.min(z[keep])) + 1e-3 * scale  # keep every point in front of the camera
-        res = minimize_scalar(lambda s: residual(s)[0], bounds=(lo, lo + 20 * scale), method="bounded",
-                              options={"xatol": 1e-9 * scale})
-        return residual(res.x)[1], float(res.x)
-
-    keep = np.ones(len(z), dtype=bool)
-    f, s = solve(keep)
-    for _ in range(3):
-        r = np.linalg.norm(uv - f * xy / np.maximum(z[:, None] + s, 1e-6 * scale), axis=-1)
-        new_keep = r <= max(3.0 * 1.4826 * np.median(r), 1e-9)
-        if new_keep.sum() < 10 or np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
-        f, s = solve(keep)
-    return make_intrinsics(f, f, W / 2, H / 2), s
 
 
 @dataclass(frozen=True)

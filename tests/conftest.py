@@ -11,7 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-INTEROP = Path(os.environ.get("WT_INTEROP", ROOT.parent / "shared" / "interop"))
+# The released-model specification and reference vectors travel with the tests (a copy of
+# ../shared/interop); WT_INTEROP points the tests at another copy.
+INTEROP = Path(os.environ.get("WT_INTEROP", DATA / "interop"))
 
 # Blender reads and writes user configuration (extensions, preferences) here: keep tests away from
 # any real user folder. Must be set before bpy is first imported.
@@ -31,7 +33,7 @@ def blender():
 
 @pytest.fixture(scope="session")
 def interop() -> Path:
-    """../shared/interop (or $WT_INTEROP): the released-model specification and reference vectors."""
+    """tests/data/interop (or $WT_INTEROP): the released-model specification and reference vectors."""
     if not (INTEROP / "tiny_io.safetensors").is_file():
         pytest.fail(f"reference vectors not found in {INTEROP}; set WT_INTEROP to the interop folder")
     return INTEROP

@@ -11,17 +11,16 @@ from core.camera import (
     blender_camera_to_intrinsics,
     intrinsics_to_blender_camera,
     make_intrinsics,
-    points_to_focal_shift,
     points_to_intrinsics,
 )
 
 
-def synthetic_points(K, H, W, shift=0.0, seed=0):
+def synthetic_points(K, H, W, seed=0):
     rng = np.random.default_rng(seed)
     v, u = np.mgrid[0:H, 0:W] + 0.5
     z = 1.5 + rng.random((H, W)) * 2
     x, y = (u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z
-    return np.stack([x, y, z - shift], -1)
+    return np.stack([x, y, z], -1)
 
 
 @pytest.mark.parametrize("K, H, W", [
@@ -38,20 +37,6 @@ def test_points_to_intrinsics_recovers_synthetic_cameras(K, H, W):
     bad = rng.random((H, W)) < 0.05
     pts[bad] += rng.normal(size=(bad.sum(), 3)) * 0.5
     np.testing.assert_allclose(points_to_intrinsics(pts, mask), K, rtol=1e-3)
-
-
-def test_points_to_focal_shift_recovers_focal_and_depth_offset():
-    """Geometry known up to a z offset gives the focal length and that offset (5% outliers too)."""
-    K = make_intrinsics(150.0, 150.0, 64.0, 48.0)
-    pts = synthetic_points(K, 96, 128, shift=0.8)
-    mask = np.ones((96, 128), bool)
-    k, s = points_to_focal_shift(pts, mask)
-    assert k[0, 0] == pytest.approx(150.0, rel=1e-3) and s == pytest.approx(0.8, rel=1e-3)
-    rng = np.random.default_rng(2)
-    bad = rng.random(mask.shape) < 0.05
-    pts[bad] += rng.normal(size=(bad.sum(), 3)) * 0.5
-    k, s = points_to_focal_shift(pts, mask)
-    assert k[0, 0] == pytest.approx(150.0, rel=1e-3) and s == pytest.approx(0.8, rel=1e-3)
 
 
 def test_too_few_points_is_a_clear_error():

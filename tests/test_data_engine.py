@@ -148,13 +148,15 @@ def test_shards_hold_every_sample_with_metadata(shard_folder):
     """Two shards (2 + 1 samples) with float16 distances, settings and one description per sample."""
     out, cfg = shard_folder
     with np.load(shard_path(out, 0)) as f:
-        assert f["distance"].dtype == np.float16 and f["distance"].shape == (2, 6, 32, 32)
+        assert f["distance"].dtype == np.float16
+        assert f["distance"].shape == (cfg.shard_size, cfg.layers, cfg.resolution, cfg.resolution)
         meta = json.loads(str(f["meta"]))
-    assert meta["seed"] == 9 and len(meta["samples"]) == 2
+    assert meta["seed"] == cfg.seed and len(meta["samples"]) == cfg.shard_size
     reader = ShardReader(out)
-    assert len(reader) == 3 and list(reader.index) == [0, 1, 2]
+    assert len(reader) == cfg.count and list(reader.index) == list(range(cfg.count))
     b = reader.batch([0, 2], num_layers=4)
-    assert b["image"].shape == (2, 3, 32, 32) and b["points"].shape == (2, 4, 32, 32, 3)
+    R = cfg.resolution
+    assert b["image"].shape == (2, 3, R, R) and b["points"].shape == (2, 4, R, R, 3)
 
 
 def test_generate_resumes_and_refuses_other_settings(shard_folder):

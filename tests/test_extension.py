@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -350,7 +351,8 @@ def test_check_model_describes_the_chosen_checkpoint(bpy_ext, interop):
     prefs.checkpoint = str(interop / "tiny_filmadaln_state_dict.safetensors")
     assert bpy.ops.world_tracing.check_model() == {"FINISHED"}
     card = job.model_card(prefs.checkpoint)
-    assert card["name"] == "official custom" and card["mode"] == "scene" and card["layers"] == 3
+    layers = json.loads((interop / "tiny_filmadaln_config.json").read_text())["num_layers"]
+    assert card["name"] == "official custom" and card["mode"] == "scene" and card["layers"] == layers
 
 
 def test_an_official_layout_checkpoint_traces_through_the_extension(bpy_ext, interop):
@@ -360,4 +362,5 @@ def test_an_official_layout_checkpoint_traces_through_the_extension(bpy_ext, int
     bpy.context.scene.world_tracing.steps = 2
     assert trace(bpy) == {"FINISHED"}
     lpm = sys.modules[f"{MODULE}.operators.trace"]._samples[result_collection(bpy).name]
-    assert lpm.num_layers == 3 and lpm.valid[0].any()
+    layers = json.loads((interop / "tiny_config.json").read_text())["num_layers"]
+    assert lpm.num_layers == layers and lpm.valid[0].any()

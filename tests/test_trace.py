@@ -32,12 +32,15 @@ def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tm
                        "--steps", "3", "--samples", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     lpm = LayeredPointMap.load(out)
-    assert lpm.points.shape == (4, 40, 56, 3) and lpm.points.dtype == np.float32
-    assert lpm.valid.shape == (4, 40, 56) and lpm.intrinsics.shape == (3, 3)
-    np.testing.assert_array_equal(lpm.image, read_image(DATA / "object_rgba.png")[..., :3])
-    assert lpm.extras["samples_points"].shape == (2, 4, 40, 56, 3)
+    rgba = read_image(DATA / "object_rgba.png")
+    H, W = rgba.shape[:2]
+    L = load_any_checkpoint(random_checkpoint, "cpu")[0].cfg.num_layers
+    assert lpm.points.shape == (L, H, W, 3) and lpm.points.dtype == np.float32
+    assert lpm.valid.shape == (L, H, W) and lpm.intrinsics.shape == (3, 3)
+    np.testing.assert_array_equal(lpm.image, rgba[..., :3])
+    assert lpm.extras["samples_points"].shape == (2, L, H, W, 3)
     np.testing.assert_array_equal(lpm.extras["samples_points"][0], lpm.points)
-    alpha = read_image(DATA / "object_rgba.png")[..., 3] > 127
+    alpha = rgba[..., 3] > 127
     assert lpm.valid[0].sum() > 0.9 * alpha.sum() and not lpm.valid[0][~alpha].any()
     K = lpm.intrinsics
     p = lpm.points[0][lpm.valid[0]]

@@ -4,29 +4,42 @@
     python wheels/build.py --platform windows-x64 macos-arm64 --python 3.13    # Blender 5.1+
     python wheels/build.py --platform linux-x64 windows-x64 --torch-index https://download.pytorch.org/whl/cu128
 
-Wheels land in wheels/ (cached between builds), zips in dist/<python tag>/. Blender ships numpy,
-so it is never bundled. The manifest's `wheels` and `platforms` lists are written for the build and
-restored afterwards; packing and validation use Blender's own extension tool from the bpy module.
+What is bundled is pinned in wheels/requirements.txt. pip resolves it for the target platform and
+Python (`pip install --dry-run --report`), and the wheel list comes from that resolution, never from
+pip's log text; missing wheels are downloaded into wheels/ (cached between builds). Blender ships
+numpy, so it is never bundled. The manifest's `wheels` and `platforms` lists are written for the
+build only and taken out again afterwards; packing and validation use Blender's own extension tool
+from the bpy module. A build is refused when a wheel the extension needs is missing, and a zip is
+deleted again when any module inside it imports a package that neither Blender, the standard
+library nor the bundled wheels provide.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
+import json
 import platform
 import re
 import subprocess
 import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / "wheels"
+BUNDLED = WHEELS / "requirements.txt"
 MANIFEST = ROOT / "blender_manifest.toml"
 
-# What the extension imports beyond Blender's own Python (torch brings its pure-Python needs).
-PACKAGES = ["torch==2.13.0", "einops==0.8.2", "safetensors==0.8.0", "pillow==13.0.0"]
-SHIPPED_BY_BLENDER = ("numpy",)
+SHIPPED_BY_BLENDER = ("numpy",)  # distributions Blender's Python already has
+# Top-level modules a Blender install provides besides the standard library.
+BLENDER_MODULES = frozenset({"bpy", "bpy_extras", "bpy_types", "mathutils", "bmesh", "gpu", "gpu_extras", "bl_math",
+                             "blf", "bl_ui", "bl_operators", "addon_utils", "idprop", "imbuf", "aud", "freestyle",
+                             "rna_prop_ui", "numpy"})
 
 
 @dataclass(frozen=True)
@@ -44,48 +57,141 @@ PLATFORMS = {
 BLENDER_RANGE = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
 
 
+def bundled_requirements() -> list[str]:
+    """The pinned requirements of wheels/requirements.txt (comments and blank lines dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in BUNDLED.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def distribution(name: str) -> str:
+    """A distribution or requirement name in PEP 503 normal form ('Pillow==13' → 'pillow')."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", name, maxsplit=1)[0]).lower()
+
+
+def wheel_distribution(wheel: Path) -> str:
+    return distribution(wheel.name.split("-", 1)[0])
+
+
 def blender_ext() -> Path:
     """Blender's extension command-line tool, shipped inside the bpy module."""
     spec = importlib.util.find_spec("bpy")
     if spec is None or spec.origin is None:
-        raise SystemExit("the bpy module is needed to build the extension: pip install bpy==5.0.1")
+        raise SystemExit("the bpy module is needed to build the extension: pip install bpy (see requirements.txt)")
     found = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
     if not found:
         raise SystemExit(f"blender_ext.py not found under {Path(spec.origin).parent}")
     return found[-1]
 
 
-def download(target: Platform, python: str, torch_index: str | None) -> list[Path]:
-    """pip download the packages as binary wheels for one platform and Python; returns their files."""
-    cmd = [sys.executable, "-m", "pip", "download", *PACKAGES, "--dest", str(WHEELS), "--only-binary=:all:",
-           "--python-version", python, "--implementation", "cp", "--disable-pip-version-check", "--progress-bar", "off"]
+def pip_target(target: Platform, python: str, torch_index: str | None) -> list[str]:
+    """pip options that resolve binary wheels for another platform and Python."""
+    args = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp", "--disable-pip-version-check"]
     for tag in target.pypi:
-        cmd += ["--platform", tag]
+        args += ["--platform", tag]
     if torch_index:
-        cmd += ["--extra-index-url", torch_index]
-    log = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    # "Saved <path>" for new files, "File was already downloaded <path>" for cached ones
-    files = [Path(m) for m in re.findall(r"(?m)^(?:Saved|File was already downloaded) (\S+\.whl)$", log)]
-    return [WHEELS / f.name for f in files if not f.name.lower().startswith(SHIPPED_BY_BLENDER)]
+        args += ["--extra-index-url", torch_index]
+    return args
+
+
+def resolve(target: Platform, python: str, torch_index: str | None) -> dict[str, str]:
+    """{wheel file name: download URL} of everything the bundled requirements need on `target`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                        "--report", str(report), "--target", str(Path(tmp) / "unused"),
+                        *pip_target(target, python, torch_index), *bundled_requirements()],
+                       check=True, stdout=subprocess.DEVNULL)
+        items = json.loads(report.read_text())["install"]
+    urls = {item["download_info"]["url"] for item in items}
+    return {unquote(Path(urlparse(url).path).name): url for url in urls}
+
+
+def download(target: Platform, python: str, torch_index: str | None) -> list[Path]:
+    """The wheels of the bundled requirements for one platform and Python, fetched into wheels/
+    where not cached there already; Blender's own packages left out."""
+    wheels = []
+    for name, url in sorted(resolve(target, python, torch_index).items()):
+        path = WHEELS / name
+        if not path.is_file():
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(WHEELS), "--quiet",
+                            *pip_target(target, python, torch_index), url], check=True)
+        if not path.is_file():
+            raise SystemExit(f"pip did not fetch {name} from {url}")
+        if wheel_distribution(path) not in SHIPPED_BY_BLENDER:
+            wheels.append(path)
+    return wheels
+
+
+def check_bundle(wheels: list[Path]) -> None:
+    """Refuse to go on unless every requirement of wheels/requirements.txt has its wheel in `wheels`."""
+    have = {wheel_distribution(w) for w in wheels}
+    missing = [r for r in bundled_requirements() if distribution(r) not in have]
+    if missing:
+        raise SystemExit(f"no wheel found for {', '.join(missing)}: the extension cannot import it; not building")
 
 
 def manifest_with(text: str, wheels: list[Path], platforms: list[str], python: str) -> str:
-    """The manifest text with the wheels/platforms lists and the Blender range for `python`."""
+    """The source manifest with `platforms` and `wheels` lists and the Blender range for `python`.
+
+    The source tree's manifest has neither list (Blender refuses empty ones when the tree is used as
+    a linked development extension); they go right after `blender_version_min`.
+    """
+    if re.search(r"(?m)^(platforms|wheels|blender_version_max) =", text):
+        raise SystemExit(f"{MANIFEST} must not list platforms, wheels or blender_version_max: the build writes them")
     lo, hi = BLENDER_RANGE[python]
     listed = ",\n".join(f'  "./wheels/{w.name}"' for w in wheels)
-    text = re.sub(r"(?m)^platforms = \[.*?\]$", "platforms = [" + ", ".join(f'"{p}"' for p in platforms) + "]", text)
-    text = re.sub(r"(?m)^wheels = \[.*?\]$", f"wheels = [\n{listed}\n]", text)
-    text = re.sub(r'(?m)^blender_version_min = ".*"$', f'blender_version_min = "{lo}"', text)
-    if hi:
-        text = text.replace(f'blender_version_min = "{lo}"', f'blender_version_min = "{lo}"\nblender_version_max = "{hi}"')
+    lines = [f'blender_version_min = "{lo}"'] + ([f'blender_version_max = "{hi}"'] if hi else [])
+    lines += ["platforms = [" + ", ".join(f'"{p}"' for p in platforms) + "]", f"wheels = [\n{listed}\n]"]
+    text, n = re.subn(r'(?m)^blender_version_min = ".*"$', "\n".join(lines), text)
+    if n != 1:
+        raise SystemExit(f"{MANIFEST} needs one blender_version_min line")
     return text
 
 
+def top_level_modules(wheel: Path) -> set[str]:
+    """The importable top-level names a wheel installs (packages and single-file modules)."""
+    names = set()
+    with zipfile.ZipFile(wheel) as z:
+        for entry in z.namelist():
+            first = entry.split("/", 1)[0]
+            if first.endswith((".dist-info", ".data")):
+                continue
+            names.add(first.split(".", 1)[0] if "/" not in entry else first)
+    return names
+
+
+def foreign_imports(package: Path, provided: set[str]) -> dict[str, list[str]]:
+    """{module name: [files]} of absolute imports inside an extension zip that nothing provides.
+
+    Provided are the standard library, Blender's own modules, `provided` (the bundled wheels) and
+    the extension's own top-level modules. Imports inside functions count: they run on a click.
+    """
+    found: dict[str, list[str]] = {}
+    with zipfile.ZipFile(package) as z:
+        files = [n for n in z.namelist() if n.endswith(".py")]
+        own = {n.split("/", 1)[0].removesuffix(".py") for n in z.namelist()}
+        for name in files:
+            tree = ast.parse(z.read(name), filename=name)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.split(".", 1)[0]
+                    if top not in sys.stdlib_module_names and top not in BLENDER_MODULES | provided | own:
+                        found.setdefault(top, []).append(name)
+    return found
+
+
 def build(platforms: list[str], python: str, torch_index: str | None, out: Path) -> list[Path]:
-    """Download, write the manifest, build with --split-platforms, validate; returns the zips."""
+    """Resolve and download, write the manifest, build with --split-platforms, check and validate; returns the zips."""
     tool = blender_ext()
     chosen = [PLATFORMS[p] for p in platforms]
     wheels = sorted({w for p in chosen for w in download(p, python, torch_index)})
+    check_bundle(wheels)
     out = out / ("cp" + python.replace(".", ""))
     out.mkdir(parents=True, exist_ok=True)
     original = MANIFEST.read_text()
@@ -96,7 +202,15 @@ def build(platforms: list[str], python: str, torch_index: str | None, out: Path)
     finally:
         MANIFEST.write_text(original)
     zips = sorted(z for z in out.glob("*.zip") if any(p.replace("-", "_") in z.name for p in platforms))
+    provided = set().union(*(top_level_modules(w) for w in wheels))
     for z in zips:
+        foreign = foreign_imports(z, provided)
+        if foreign:
+            z.unlink()
+            listing = "; ".join(f"{m} (in {', '.join(sorted(set(f)))})" for m, f in sorted(foreign.items()))
+            raise SystemExit(f"{z.name} imports packages that neither Blender nor the bundled wheels provide: {listing}. "
+                             "Bundle them (wheels/requirements.txt) or keep those modules out of the zip "
+                             "(paths_exclude_pattern in blender_manifest.toml)")
         subprocess.run([sys.executable, str(tool), "validate", str(z)], check=True)
     return zips
 
