@@ -1,8 +1,9 @@
 """World Tracing for Blender: one image → layered, pixel-aligned 3D geometry seen through a matched camera.
 
 `core/` holds everything that does not need Blender (model, sampler, geometry, files); `operators/`
-and `ui/` are the Blender side. Registration is in one place: classes in order, then properties
-and handlers, all undone in reverse.
+and `ui/` are the Blender side, `preferences.py` sits between them. Imports run one way:
+ui → operators → core. Registration is in one place: classes in order, then properties and
+handlers, all undone in reverse.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import operators, ui
+from .operators import trace
+from .preferences import WT_Preferences
+
+CLASSES = (WT_Preferences, *ui.CLASSES, *operators.CLASSES)
 
 
 @persistent
 def _stop_on_load(*_args) -> None:
-    """A file is being opened or reset: stop any running trace, whose result would land in it."""
-    operators.trace.stop_job()
+    """A file is being opened or reset: stop any running trace (its result would land in the new
+    file) and forget the runtime state of the old file (its traced samples)."""
+    trace.stop()
 
 
 @persistent
@@ -25,7 +31,7 @@ def _defaults_on_load(*_args) -> None:
 
 
 def register() -> None:
-    for cls in ui.CLASSES + operators.CLASSES:
+    for cls in CLASSES:
         bpy.utils.register_class(cls)
     ui.register()
     bpy.app.handlers.load_pre.append(_stop_on_load)
@@ -34,12 +40,12 @@ def register() -> None:
 
 
 def unregister() -> None:
-    operators.trace.stop_job()
+    trace.stop(release=True)
     for handlers, handler in ((bpy.app.handlers.load_pre, _stop_on_load), (bpy.app.handlers.load_post, _defaults_on_load)):
         if handler in handlers:
             handlers.remove(handler)
     if bpy.app.timers.is_registered(_defaults_on_load):
         bpy.app.timers.unregister(_defaults_on_load)
     ui.unregister()
-    for cls in reversed(ui.CLASSES + operators.CLASSES):
+    for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

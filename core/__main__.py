@@ -71,6 +71,25 @@ def _info(args: argparse.Namespace) -> None:
         print(model_summary(build_config(name)))
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """argparse type: a file path to write (not an existing folder)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name, e.g. {path / 'trace.npz'}")
+    return path
+
+
 def _trace(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
@@ -128,11 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trace", help="trace an image into a layered point map (.npz)")
     t.add_argument("image", help="PNG or JPEG (alpha = foreground in object mode)")
-    t.add_argument("--out", required=True, help="output .npz: points, valid, intrinsics, image")
+    t.add_argument("--out", required=True, type=output_file, help="output .npz: points, valid, intrinsics, image")
     t.add_argument("--checkpoint", help="model .safetensors (default: the shipped one)")
-    t.add_argument("--steps", type=int, default=20, help="sampler steps")
+    t.add_argument("--steps", type=positive_int, default=20, help="sampler steps")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--samples", type=int, default=1, help="samples drawn in one batch (kept as samples_points)")
+    t.add_argument("--samples", type=positive_int, default=1, help="samples drawn in one batch (kept as samples_points)")
     t.add_argument("--solver", choices=["euler", "heun"], default="euler")
     t.add_argument("--mode", choices=["object", "scene"], default="object")
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")

@@ -47,12 +47,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from None
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WTDiT, PointNormalization, dict]:
-    """Rebuild the model of one of our checkpoints and load its weights strictly.
-
-    Returns (model in eval mode, normalisation, info). Raises CheckpointError with the reason when
-    the file is missing, is not ours, or its tensors do not match its config.
-    """
+def read_header(path: str | os.PathLike) -> tuple[WTDiTConfig, PointNormalization, dict]:
+    """(config, normalisation, info) from one of our checkpoints' metadata, with every tensor's shape
+    checked against the config (no weights read). CheckpointError names the file and the reason."""
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a World Tracing checkpoint (metadata format={meta.get('format')!r})")
@@ -64,9 +61,24 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise CheckpointError(f"{path}: malformed metadata ({e})") from None
     with torch.device("meta"):
         model = WTDiT(config)
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    check_state_dict(model, shapes, str(path))
+    return config, normalization, info
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WTDiT, PointNormalization, dict]:
+    """Rebuild the model of one of our checkpoints and load its weights strictly.
+
+    Returns (model in eval mode, normalisation, info). Raises CheckpointError with the reason when
+    the file is missing, is not ours, or its tensors do not match its config.
+    """
+    config, normalization, info = read_header(path)
+    with torch.device("meta"):
+        model = WTDiT(config)
     with safe_open(str(path), framework="pt", device=str(device)) as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    check_state_dict(model, state, str(path))
+        # get_tensor maps the file: copy each tensor off it, so a file replaced in place later cannot crash us
+        state = {k: f.get_tensor(k).clone() for k in f.keys()}
     model.load_state_dict(state, assign=True)
     return model.to(device).eval(), normalization, info
 

@@ -32,6 +32,12 @@ class EncoderConfig:
     frozen: bool = True  # released models keep the encoder frozen; ours train it
 
     def __post_init__(self) -> None:
+        for name in ("embed_dim", "depth", "num_heads", "pos_grid"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder {name} must be at least 1, got {getattr(self, name)}")
+        if self.embed_dim % self.num_heads or self.mlp_ratio <= 0:
+            raise ValueError(f"encoder embed_dim {self.embed_dim} must be a multiple of num_heads {self.num_heads}, "
+                             f"mlp_ratio > 0")
         if not 1 <= self.num_features <= self.depth:
             raise ValueError(f"num_features must be between 1 and depth ({self.depth}), got {self.num_features}")
 

@@ -35,6 +35,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             rgba = _to_rgba(im)
     except ImageError:
         raise
+    except Image.DecompressionBombError as e:  # more than twice Pillow's own pixel limit, refused unread
+        raise ImageError(f"{path}: too large to decode safely ({e}) — downscale it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: not a readable image ({e})") from None
     if min(rgba.shape[:2]) < MIN_SIDE:
@@ -44,8 +46,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def _to_rgba(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit grey: scale to 8 bit
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        if im.mode == "F" and a.max() <= 1.0:
+            top = 1.0  # float images hold [0, 1]
+        else:
+            top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         grey = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.dstack([grey, grey, grey, np.full_like(grey, 255)])
     return np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()

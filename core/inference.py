@@ -36,7 +36,12 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: choose auto, cuda, mps or cpu") from None
+    if device.type not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"device {name!r} is not supported: choose auto, cuda, mps or cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but this torch build sees no CUDA GPU")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -48,6 +48,13 @@ class WTDiTConfig:
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
             self.encoder = EncoderConfig(**self.encoder)
+        for name in ("image_size", "patch_size", "num_layers", "dim", "num_heads", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.head_depth < 0 or self.mlp_ratio <= 0:
+            raise ValueError(f"head_depth must be ≥ 0 and mlp_ratio > 0, got {self.head_depth}, {self.mlp_ratio}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of num_heads {self.num_heads}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if (self.dim // self.num_heads) % 4:

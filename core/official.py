@@ -147,6 +147,21 @@ def infer_config(state: dict[str, torch.Tensor]) -> tuple[WTDiTConfig, str]:
     return cfg, "custom"
 
 
+def checked_config(state: dict[str, torch.Tensor], path: str | Path) -> tuple[WTDiTConfig, str]:
+    """`infer_config` for the tensors (our key names, real or meta) of the file `path`, with every
+    tensor's shape checked against the config; CheckpointError naming the file otherwise."""
+    try:
+        cfg, name = infer_config(state)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: not a World Tracing checkpoint (no tensor {e})") from None
+    except (ValueError, ZeroDivisionError, IndexError) as e:  # zero-size or mis-shaped tensors
+        raise CheckpointError(f"{path}: its tensors do not describe a valid model ({e})") from None
+    with torch.device("meta"):
+        model = WTDiT(cfg)
+    check_state_dict(model, {k: v for k, v in state.items() if k in model.state_dict()}, str(path))
+    return cfg, name
+
+
 def load_official(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                   config: WTDiTConfig | None = None) -> tuple[WTDiT, PointNormalization, dict]:
     """A released checkpoint as (model in eval mode, normalisation, info).
@@ -155,10 +170,7 @@ def load_official(path: str | Path, device: torch.device | str = "cpu", dtype: t
     unknown extra tensors are ignored and counted in info["ignored"]. `config` overrides inference.
     """
     state = official_to_ours(read_official_file(path))
-    try:
-        inferred, name = infer_config(state)
-    except KeyError as e:
-        raise CheckpointError(f"{path}: not a World Tracing checkpoint (no tensor {e})") from None
+    inferred, name = checked_config(state, path)
     cfg = config or inferred
     with torch.device("meta"):
         model = WTDiT(cfg)
@@ -166,7 +178,8 @@ def load_official(path: str | Path, device: torch.device | str = "cpu", dtype: t
     extras = sorted(set(state) - set(expected))
     state = {k: v for k, v in state.items() if k in expected}
     check_state_dict(model, state, str(path))
-    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    # copy=True: the file is memory-mapped; the model must not depend on it staying as it is
+    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True) for k, v in state.items()}
     model.load_state_dict(state, assign=True)
     normalization = PointNormalization(RELEASES.get(name, "log_median" if cfg.layer_conditioning == "film_adaln" else "zscore"))
     info = {"name": f"official {name}", "release": name, "ignored": len(extras),

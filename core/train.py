@@ -197,58 +197,65 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {source}, "
               f"{cfg.stream_fraction:.0%} of each batch streamed; {world} process(es) on {device}; starting at step {step}")
 
-    log = open(out / "log.jsonl", "a") if master else None
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (master and progress), desc="train")
-    t_last, samples_since = time.time(), 0
-    while step < cfg.steps:
-        lr = get_lr(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = next(batches)
-        with autocast:
-            loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-        optimizer.step()
-        update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        step += 1
-        samples_since += cfg.batch_size * world
-        bar.update(1)
-        if not math.isfinite(stats["loss"]):
-            raise RuntimeError(f"loss is {stats['loss']} at step {step}; lower --lr or check the data")
-        if master and step % cfg.log_every == 0:
-            now = time.time()
-            row = dict(step=step, lr=lr, grad_norm=grad_norm, samples_per_s=samples_since / (now - t_last), **stats)
-            t_last, samples_since = now, 0
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        if master and val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            indices = list(range(min(cfg.eval_samples, len(val))))
-            row = {"step": step, "val_loss": validation_loss(ema, val, normalization, cfg.schedule, indices,
-                                                             model_cfg.num_layers, device)}
-            row.update({f"val_{k}": v for k, v in evaluate_model(ema, normalization, val, indices,
-                                                                 SampleConfig(steps=cfg.eval_steps)).items()})
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            plot_curves(out)
-            prediction_figure(ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps))
-        if master and (step % cfg.save_every == 0 or step == cfg.steps):
-            save_state(state_path, model, ema, optimizer, step, cfg)
-            save_checkpoint(out / "model.safetensors", ema.state_dict(), model_cfg, normalization,
-                            {"step": step, "train_config": asdict(cfg), "samples_seen": step * cfg.batch_size * world})
-    bar.close()
-    if world > 1:
-        sums = replica_checksums(model, world)
-        if master:
-            log.write(json.dumps({"step": step, "replica_checksums": sums}) + "\n")
-            if len(set(sums)) != 1:
-                raise RuntimeError(f"the {world} replicas hold different weights: {sums}")
-        dist.destroy_process_group()
-    if log:
-        log.close()
+    with open(out / "log.jsonl", "a") if master else nullcontext() as log:
+        bar = tqdm(total=cfg.steps, initial=step, disable=not (master and progress), desc="train")
+        t_last, samples_since = time.time(), 0
+        while step < cfg.steps:
+            lr = get_lr(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = next(batches)
+            with autocast:
+                loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator)
+            if not all_finite(loss, world):  # checked before stepping, on every rank
+                raise RuntimeError(f"loss is not finite at step {step + 1} ({stats['loss']} here); lower --lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            optimizer.step()
+            update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+            samples_since += cfg.batch_size * world
+            bar.update(1)
+            if master and step % cfg.log_every == 0:
+                now = time.time()
+                row = dict(step=step, lr=lr, grad_norm=grad_norm, samples_per_s=samples_since / (now - t_last), **stats)
+                t_last, samples_since = now, 0
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+            if master and val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                indices = list(range(min(cfg.eval_samples, len(val))))
+                row = {"step": step, "val_loss": validation_loss(ema, val, normalization, cfg.schedule, indices,
+                                                                 model_cfg.num_layers, device)}
+                row.update({f"val_{k}": v for k, v in evaluate_model(ema, normalization, val, indices,
+                                                                     SampleConfig(steps=cfg.eval_steps)).items()})
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                plot_curves(out)
+                prediction_figure(ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps))
+            if master and (step % cfg.save_every == 0 or step == cfg.steps):
+                save_state(state_path, model, ema, optimizer, step, cfg)
+                save_checkpoint(out / "model.safetensors", ema.state_dict(), model_cfg, normalization,
+                                {"step": step, "train_config": asdict(cfg), "samples_seen": step * cfg.batch_size * world})
+        bar.close()
+        if world > 1:
+            sums = replica_checksums(model, world)
+            if master:
+                log.write(json.dumps({"step": step, "replica_checksums": sums}) + "\n")
+                if len(set(sums)) != 1:
+                    raise RuntimeError(f"the {world} replicas hold different weights: {sums}")
+            dist.destroy_process_group()
     return out / "model.safetensors"
+
+
+def all_finite(loss: torch.Tensor, world: int) -> bool:
+    """Is the loss finite on every rank? (All ranks agree, so none steps or exits alone.)"""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if world > 1:
+        bad = bad.to("cpu") if dist.get_backend() == "gloo" else bad
+        dist.all_reduce(bad)
+    return bad.item() == 0
 
 
 def replica_checksums(model: torch.nn.Module, world: int) -> list[float]:

@@ -36,25 +36,21 @@ def default_checkpoint() -> Path:
 def describe_checkpoint(path: str | Path) -> dict:
     """What a checkpoint holds, without loading its weights: name, mode, image_size, layers,
     parameters and forward FLOPs (our files: from the metadata; official ones: from tensor shapes)."""
-    import json
-
-    from .checkpoint import FORMAT, read_metadata
-    from .model import WTDiTConfig
+    from .checkpoint import FORMAT, read_header, read_metadata
     from .profile import count_flops, count_parameters
 
     path = Path(path)
     if path.suffix == ".safetensors" and read_metadata(path).get("format") == FORMAT:
-        meta = read_metadata(path)
-        cfg = WTDiTConfig(**json.loads(meta["config"]))
-        mode = "scene" if json.loads(meta["normalization"])["mode"] == "log_median" else "object"
-        name = json.loads(meta.get("info", "{}")).get("name", path.stem)
+        cfg, normalization, info = read_header(path)
+        mode = "scene" if normalization.mode == "log_median" else "object"
+        name = info.get("name", path.stem)
     else:
         import torch
 
-        from .official import RELEASES, infer_config, official_to_ours, read_official_file
+        from .official import RELEASES, checked_config, official_to_ours, read_official_file
 
         shapes = {k: torch.empty(v.shape, device="meta") for k, v in read_official_file(path).items()}
-        cfg, release = infer_config(official_to_ours(shapes))
+        cfg, release = checked_config(official_to_ours(shapes), path)
         mode = "dynamic" if cfg.temporal else ("scene" if RELEASES.get(release) == "log_median" or cfg.layer_conditioning == "film_adaln" else "object")
         name = f"official {release}"
     return {"name": name, "mode": mode, "image_size": cfg.image_size, "layers": cfg.num_layers,

@@ -9,6 +9,7 @@ loop, timers never fire) `TraceJob.run_blocking` runs the same work on the calli
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -33,6 +34,7 @@ class TraceRequest:
     samples: int
     image_path: str = ""  # read from disk in the worker ...
     pixels: np.ndarray | None = None  # ... or RGBA uint8 (H, W, 4) taken from a Blender image
+    label: str = "the image"  # how messages name the input
 
 
 @dataclass
@@ -58,18 +60,28 @@ class Cancelled(Exception):
     """The user cancelled the trace."""
 
 
-# The loaded model is kept between traces (keyed by checkpoint and device) until released.
-_model_cache: dict[tuple[str, str], tuple] = {}
+# The loaded model is kept between traces until released. The key holds the file's identity (inode,
+# size, modification time), so a checkpoint replaced under the same name is loaded afresh.
+_model_cache: dict[tuple, tuple] = {}
 _model_lock = threading.Lock()
 
 
+def file_identity(path: str) -> tuple[int, int, int]:
+    """(inode, size, mtime in ns) of a file; FileNotFoundError names it when it is gone."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def load_model_cached(checkpoint: str, device_name: str):
-    """(model, normalisation, info) for a checkpoint, loaded once per (file, device)."""
+    """(model, normalisation, info) for a checkpoint, loaded once per (file version, device)."""
     from ..core.inference import pick_device
     from ..core.weights import load_any_checkpoint
 
     device = pick_device(device_name)
-    key = (checkpoint, str(device))
+    key = (checkpoint, file_identity(checkpoint), str(device))
     with _model_lock:
         if key not in _model_cache:
             _model_cache.clear()  # one model in memory at a time
@@ -80,19 +92,29 @@ def load_model_cached(checkpoint: str, device_name: str):
 def release_models() -> None:
     """Forget the cached model and give its memory (and GPU memory) back."""
     with _model_lock:
+        had_model = bool(_model_cache)
         _model_cache.clear()
-    import torch
+    if had_model:
+        import gc
 
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
-_cards: dict[str, dict] = {}  # checkpoint path → describe_checkpoint() + the device it was timed on
+_cards: dict[str, tuple[tuple, dict]] = {}  # path → (file identity, describe_checkpoint() + timing device)
 
 
 def model_card(checkpoint: str) -> dict | None:
-    """What is known about a checkpoint (name, mode, resolution, time per step), if checked already."""
-    return _cards.get(checkpoint)
+    """What is known about a checkpoint (name, mode, resolution, time per step), if this version of
+    the file was checked already."""
+    known = _cards.get(checkpoint)
+    try:
+        return known[1] if known and known[0] == file_identity(checkpoint) else None
+    except FileNotFoundError:
+        return None
 
 
 def check_model(checkpoint: str, device_name: str) -> dict:
@@ -105,7 +127,7 @@ def check_model(checkpoint: str, device_name: str) -> dict:
     card = describe_checkpoint(checkpoint)
     device = str(pick_device(device_name))
     card.update(device=device, seconds_per_step=estimate_seconds(card["forward_flops"], 1, device))
-    _cards[checkpoint] = card
+    _cards[checkpoint] = (file_identity(checkpoint), card)
     return card
 
 
@@ -148,6 +170,7 @@ class TraceJob:
         self._results: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._callbacks = (on_done, on_error, on_cancel)
+        self.abandoned = False
 
     def _work(self) -> None:
         try:
@@ -179,8 +202,22 @@ class TraceJob:
         if wait and self._thread is not None:
             self._thread.join(wait)
 
+    def abandon(self) -> str:
+        """Stop for good (file closed, extension disabled): the worker stops after its current step and
+        its outcome is never delivered. Returns what was lost, for a message ("" if nothing)."""
+        self.cancel_event.set()
+        self.abandoned = True
+        if self.running:
+            return f"the trace of {self.request.label} was stopped: its file was closed"
+        if not self._results.empty() and self._results.queue[0][0] == "done":
+            return f"a finished trace of {self.request.label} was discarded: its file was closed before it was built"
+        return ""
+
     def poll(self) -> bool:
-        """Deliver a finished outcome through the callbacks; True once the job is over."""
+        """Deliver a finished outcome through the callbacks (an abandoned job's is dropped); True once
+        the job is over."""
+        if self.abandoned:
+            return not self.running
         try:
             kind, value = self._results.get_nowait()
         except queue.Empty:

@@ -10,6 +10,7 @@ objects keep identity transforms; every vertex carries `wt_layer`, `wt_pixel` (r
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 
 import bpy
@@ -41,8 +42,16 @@ def opencv_to_world(points: np.ndarray) -> np.ndarray:
 
 
 def result_name(source: str) -> str:
-    """Collection name for an image: 'WT <stem>' (short enough for Blender's 63-character names)."""
-    return f"{PREFIX} {source[:40]}"
+    """A new, unused collection name for a result of image `source`: 'WT <stem>', then 'WT <stem>.001', ...
+
+    Stems are cut to 36 characters so every object name derived from it stays within Blender's 63.
+    """
+    base = f"{PREFIX} {source[:36]}"
+    name, n = base, 0
+    while bpy.data.collections.get(name) is not None:
+        n += 1
+        name = f"{base}.{n:03d}"
+    return name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,14 +283,19 @@ def rename_result(collection: bpy.types.Collection, old: str, new: str) -> None:
 
 
 def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, options: BuildOptions,
-                 image: bpy.types.Image | None = None, properties: dict | None = None) -> bpy.types.Collection:
-    """Create the collection `name` for a traced result, replacing an earlier one of that name.
+                 image: bpy.types.Image | None = None, properties: dict | None = None,
+                 replace: bpy.types.Collection | None = None) -> bpy.types.Collection:
+    """Create the result collection `name` (a new name: see `result_name`), or rebuild `replace` in place
+    (same name and result id: Resample, sample flips).
 
-    The previous result is only removed once the new one is complete; if building fails, what was
+    A replaced result is only removed once the new one is complete; if building fails, what was
     created is removed and the error propagates, so nothing half-built is left.
     """
-    previous = bpy.data.collections.get(name)
+    previous = replace
     if previous is not None:
+        name = previous.name
+        if "wt_result_id" in previous:
+            properties = {**(properties or {}), "wt_result_id": previous["wt_result_id"]}
         rename_result(previous, name, f"{name} (old)")  # frees the names for the new result
     collection = bpy.data.collections.new(name)
     scene.collection.children.link(collection)
@@ -289,6 +303,7 @@ def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, option
         if image is None:
             image = image_from_array(name, lpm.image)
         collection["wt_image"] = image
+        collection["wt_result_id"] = uuid.uuid4().hex
         for key, value in (properties or {}).items():
             collection[key] = value
         camera = matched_camera(f"{name} camera", lpm, image)
@@ -305,7 +320,10 @@ def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, option
         centre = opencv_to_world(np.median(front, axis=0, keepdims=True))[0] if len(front) else np.array([0, 2, 0.0])
         for obj in orbit_camera(f"{name} novel view", camera, centre):
             collection.objects.link(obj)
-        match_render(scene, camera, lpm)
+        cam = intrinsics_to_blender_camera(lpm.intrinsics, lpm.width, lpm.height)
+        collection["wt_resolution"] = (lpm.width, lpm.height)
+        collection["wt_pixel_aspect"] = (cam.pixel_aspect_x, cam.pixel_aspect_y)
+        match_render(scene, collection)
     except BaseException:
         remove_result(collection)
         if previous is not None:
@@ -316,13 +334,21 @@ def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, option
     return collection
 
 
-def match_render(scene: bpy.types.Scene, camera: bpy.types.Object, lpm: LayeredPointMap) -> None:
-    """Make `camera` the scene camera and the render resolution and pixel aspect the image's."""
-    cam = intrinsics_to_blender_camera(lpm.intrinsics, lpm.width, lpm.height)
-    scene.camera = camera
-    scene.render.resolution_x, scene.render.resolution_y = lpm.width, lpm.height
+def matched_camera_of(collection: bpy.types.Collection) -> bpy.types.Object:
+    """The camera of a result that reproduces its image (the novel-view camera has a parent)."""
+    camera = next((o for o in collection.objects if o.type == "CAMERA" and o.parent is None), None)
+    if camera is None:
+        raise ValueError(f"{collection.name} has no matched camera; it was not made by World Tracing")
+    return camera
+
+
+def match_render(scene: bpy.types.Scene, collection: bpy.types.Collection) -> None:
+    """Look through a result's matched camera: scene camera, render resolution and pixel aspect its image's
+    (kept on the result, so selecting an earlier result restores its own)."""
+    scene.camera = matched_camera_of(collection)
+    scene.render.resolution_x, scene.render.resolution_y = (int(v) for v in collection["wt_resolution"])
     scene.render.resolution_percentage = 100
-    scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = cam.pixel_aspect_x, cam.pixel_aspect_y
+    scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = (float(v) for v in collection["wt_pixel_aspect"])
 
 
 def result_layers(collection: bpy.types.Collection) -> dict[int, list[bpy.types.Object]]:
@@ -337,17 +363,18 @@ def result_layers(collection: bpy.types.Collection) -> dict[int, list[bpy.types.
 def layered_from_result(collection: bpy.types.Collection) -> LayeredPointMap:
     """Read a (possibly edited) result back as a LayeredPointMap: vertex positions into the matched
     camera's OpenCV frame, placed at their wt_pixel; deleted points become invalid."""
-    camera = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is None)
+    camera = matched_camera_of(collection)
     image = collection.get("wt_image")
-    if image is None:
-        raise ValueError(f"{collection.name} has no image; it was not made by World Tracing")
+    if image is None or "wt_pixel_aspect" not in collection:
+        raise ValueError(f"{collection.name} has no image or camera data; it was not made by World Tracing")
     W, H = image.size
     rgba = np.empty(W * H * 4, np.float32)
     image.pixels.foreach_get(rgba)
     rgb = (rgba.reshape(H, W, 4)[::-1, :, :3] * 255.0 + 0.5).astype(np.uint8)
     d = camera.data
+    aspect_x, aspect_y = (float(v) for v in collection["wt_pixel_aspect"])
     intrinsics = blender_camera_to_intrinsics(d.lens, d.sensor_width, d.sensor_height, d.sensor_fit, d.shift_x, d.shift_y,
-                                              W, H, bpy.context.scene.render.pixel_aspect_x, bpy.context.scene.render.pixel_aspect_y)
+                                              W, H, aspect_x, aspect_y)
     world_to_camera = np.array(camera.matrix_world.inverted(), dtype=np.float64)
     layers = result_layers(collection)
     L = max(layers) + 1 if layers else 1

@@ -1,112 +1,53 @@
-"""Trace Image and its follow-ups: Cancel, Resample, sample choice, cameras, Release.
+"""Trace Image and its follow-ups: Cancel, Resample, samples, cameras, Check Model, Release.
 
-Operators stay thin: read settings, hand plain values to the job (job.py), and let the scene
-builder (scene.py) turn the result into Blender data on the main thread. Errors are reported
-once, at this boundary, and nothing half-built is left in the scene.
+Operators stay thin: read settings (request.py), hand plain values to the job (job.py), and let
+the scene builder (scene.py) turn the result into Blender data on the main thread. Errors are
+reported once, at this boundary, and nothing half-built is left in the scene. Every change to the
+scene is one undo step. Runtime state lives in state.py.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
+from contextlib import nullcontext
 
 import bpy
-import numpy as np
-from bpy.props import IntProperty, StringProperty
+from bpy.props import BoolProperty, IntProperty, StringProperty
 
 from ..core.layered import LayeredPointMap
-from ..ui.preferences import preferences
+from ..preferences import preferences
+from . import state
 from .job import TraceJob, TraceRequest, check_model, release_models
+from .request import make_request, selected_checkpoint
 from .scene import BuildOptions, build_result, result_name
 
-_job: TraceJob | None = None  # the one trace that may run
-_samples: dict[str, LayeredPointMap] = {}  # result collection name → traced map with all its samples
-_last_message: tuple[str, str] = ("", "")  # (level, text) shown in the panel
 
-
-def current_job() -> TraceJob | None:
-    return _job
-
-
-def last_message() -> tuple[str, str]:
-    return _last_message
-
-
-def _tell(level: str, text: str) -> None:
+def tell(level: str, text: str) -> None:
     """Show a message in the panel and the Info log (also from timers, through an operator)."""
-    global _last_message
-    _last_message = (level, text)
+    state.message = (level, text)
     print(f"World Tracing: {text}")
     if not bpy.app.background:
         bpy.ops.world_tracing.report("EXEC_DEFAULT", level=level, message=text)
 
 
-def _redraw() -> None:
+def redraw() -> None:
     for window in getattr(bpy.context.window_manager, "windows", []):
         for area in window.screen.areas:
             if area.type == "VIEW_3D":
                 area.tag_redraw()
 
 
-# ----------------------------------------------------------------------------------------------
-# Requests and results
-# ----------------------------------------------------------------------------------------------
-
-def image_pixels(image: bpy.types.Image) -> np.ndarray:
-    """(H, W, 4) uint8 of a Blender image, top row first (main thread)."""
-    W, H = image.size
-    if W == 0 or H == 0:
-        raise ValueError(f"image '{image.name}' has no pixels (is the file missing?)")
-    px = np.empty(W * H * image.channels, np.float32)
-    image.pixels.foreach_get(px)
-    px = px.reshape(H, W, image.channels)[::-1]
-    if image.channels == 1:
-        px = np.repeat(px, 3, axis=-1)
-    if px.shape[-1] == 3:
-        px = np.concatenate([px, np.ones((H, W, 1), np.float32)], axis=-1)
-    return (np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
+def push_undo(message: str) -> None:
+    """One undo step for a change made outside an operator's own execute (timers, async results)."""
+    windows = getattr(bpy.context.window_manager, "windows", [])
+    override = bpy.context.temp_override(window=windows[0]) if len(windows) and bpy.context.window is None else nullcontext()
+    with override:
+        bpy.ops.ed.undo_push(message=message)
 
 
-def editor_image(context) -> bpy.types.Image | None:
-    """The image shown in an Image Editor of the current screen, if any."""
-    screen = getattr(context, "screen", None)
-    for area in getattr(screen, "areas", []):
-        if area.type == "IMAGE_EDITOR" and area.spaces.active.image is not None:
-            return area.spaces.active.image
-    return None
-
-
-def selected_checkpoint(context) -> str:
-    """The checkpoint the preferences choose (the shipped one when empty)."""
-    prefs = preferences(context)
-    if prefs.checkpoint:
-        return bpy.path.abspath(prefs.checkpoint)
-    from ..core.weights import default_checkpoint
-
-    return str(default_checkpoint())
-
-
-def make_request(context, filepath: str, seed: int) -> tuple[TraceRequest, str, bpy.types.Image | None]:
-    """(request, result name, Blender image to reuse) from the panel settings and preferences."""
-    settings, prefs = context.scene.world_tracing, preferences(context)
-    request = TraceRequest(checkpoint=selected_checkpoint(context), device=prefs.device, mode=settings.mode, steps=settings.steps,
-                           seed=seed, samples=settings.samples)
-    image = None
-    if filepath:
-        request.image_path = bpy.path.abspath(filepath)
-        name = Path(request.image_path).stem
-    elif settings.image is not None or editor_image(context) is not None:
-        image = settings.image or editor_image(context)
-        path = bpy.path.abspath(image.filepath) if image.filepath else ""
-        if path and os.path.isfile(path) and not image.packed_file and not image.is_dirty:
-            request.image_path = path
-        else:
-            request.pixels = image_pixels(image)
-        name = Path(image.name).stem
-    else:
-        raise ValueError("no image: open one in the World Tracing panel, or pass filepath=")
-    return request, result_name(name), image
+def find_result(result_id: str) -> bpy.types.Collection | None:
+    """The result collection with this id, if it still exists."""
+    return next((c for c in bpy.data.collections if result_id and c.get("wt_result_id") == result_id), None)
 
 
 def build_options(settings) -> BuildOptions:
@@ -114,84 +55,110 @@ def build_options(settings) -> BuildOptions:
                         max_rel_jump=settings.max_rel_jump, point_size=settings.point_size)
 
 
-def finish(scene_name: str, name: str, request: TraceRequest, image, lpm: LayeredPointMap, started: float) -> None:
-    """Main thread: turn a traced map into the result collection and select it in the panel."""
+# ----------------------------------------------------------------------------------------------
+# The trace: start, deliver, stop
+# ----------------------------------------------------------------------------------------------
+
+def finish(scene_name: str, stem: str, request: TraceRequest, image, lpm: LayeredPointMap, started: float,
+           replace_id: str) -> None:
+    """Main thread: turn a traced map into a result collection (a new one, or `replace_id` rebuilt in
+    place), select it in the panel and push an undo step."""
     scene = bpy.data.scenes[scene_name]
     settings = scene.world_tracing
     properties = {"wt_source": request.image_path, "wt_seed": request.seed, "wt_steps": request.steps,
                   "wt_mode": request.mode, "wt_samples": request.samples,
-                  "wt_model": Path(request.checkpoint).name}
+                  "wt_model": bpy.path.basename(request.checkpoint)}
+    replace = find_result(replace_id)
     t0 = time.perf_counter()
-    collection = build_result(scene, lpm, name, build_options(settings), image, properties)
-    _samples[collection.name] = lpm
+    collection = build_result(scene, lpm, result_name(stem), build_options(settings), image, properties, replace)
+    state.samples[collection["wt_result_id"]] = lpm
     settings.result = collection
-    settings["sample"] = 0  # without triggering a rebuild
+    settings["sample"] = 0
     for k in range(len(settings.show_layers)):
         settings.show_layers[k] = True
-    _tell("INFO", f"traced {name}: {int(lpm.valid.sum())} points in {lpm.num_layers} layers "
-                  f"({time.monotonic() - started:.1f} s, scene built in {time.perf_counter() - t0:.2f} s)")
+    push_undo("Resample" if replace is not None else "Trace Image")
+    tell("INFO", f"traced {stem}: {int(lpm.valid.sum())} points in {lpm.num_layers} layers "
+                 f"({time.monotonic() - started:.1f} s, scene built in {time.perf_counter() - t0:.2f} s)")
 
 
-def start_trace(context, request: TraceRequest, name: str, image) -> None:
-    """Start the job: in a worker thread with a timer (UI), or right here (background mode).
-
-    The outcome ends up in `last_message()`: INFO (built), WARNING (cancelled) or ERROR.
-    """
-    global _job
+def new_job(context, request: TraceRequest, stem: str, image, replace_id: str = "") -> TraceJob:
+    """The (not yet started) job of a request, whose outcome goes to the scene it was asked from and
+    ends up in `state.message`: INFO (built), WARNING (cancelled) or ERROR."""
     scene_name, started = context.scene.name, time.monotonic()
 
     def on_done(lpm):
         try:
-            finish(scene_name, name, request, image, lpm, started)
+            finish(scene_name, stem, request, image, lpm, started, replace_id)
         except Exception as e:  # building failed: already rolled back
-            _tell("ERROR", f"could not build the result: {e}")
+            tell("ERROR", f"could not build the result: {e}")
 
     def on_error(message: str):
-        _tell("ERROR", message)
+        tell("ERROR", message)
 
     def on_cancel():
-        _tell("WARNING", "trace cancelled; nothing was changed")
+        tell("WARNING", "trace cancelled; nothing was changed")
 
-    _job = TraceJob(request, on_done, on_error, on_cancel)
+    return TraceJob(request, on_done, on_error, on_cancel)
+
+
+def start_trace(context, request: TraceRequest, stem: str, image, replace_id: str = "") -> None:
+    """Start a job: in a worker thread with a timer (UI), or right here (background mode). A finished
+    outcome of the previous job that was not picked up yet is delivered first."""
+    if state.job is not None:
+        state.job.poll()
+    state.job = new_job(context, request, stem, image, replace_id)
     if bpy.app.background:
-        _job.run_blocking()
+        state.job.run_blocking()
     else:
-        _job.start()
+        state.job.start()
         bpy.app.timers.register(drain, first_interval=0.1)
 
 
 def drain() -> float | None:
     """Timer callback (main thread): deliver the job's outcome when it arrives; redraw progress."""
-    _redraw()
-    if _job is None or _job.poll():
+    redraw()
+    if state.job is None or state.job.poll():
         return None
     return 0.1
 
 
-def stop_job(wait: float = 5.0) -> None:
-    """Cancel a running trace and drop its outcome (file closed, extension disabled)."""
-    global _job
-    if _job is not None and _job.running:
-        _job.cancel(wait)
-    _job = None
+def stop(release: bool = False) -> None:
+    """A file is closed or the extension disabled: stop the job (its outcome is dropped, with a
+    message), forget runtime state, optionally free the model."""
+    state.clear(release)
     if bpy.app.timers.is_registered(drain):
         bpy.app.timers.unregister(drain)
+    if state.message[1]:
+        print(f"World Tracing: {state.message[1]}")
 
 
-def show_sample(context, index: int) -> None:
-    """Rebuild the active result from sample `index` of its trace (in place)."""
-    settings = context.scene.world_tracing
-    collection = settings.result
-    lpm = _samples.get(collection.name) if collection is not None else None
-    if lpm is None or "samples_points" not in lpm.extras:
-        return
-    index = min(index, len(lpm.extras["samples_points"]) - 1)
-    sample = LayeredPointMap(lpm.extras["samples_points"][index], lpm.extras["samples_valid"][index], lpm.intrinsics, lpm.image)
-    properties = {k: collection[k] for k in collection.keys() if k.startswith("wt_") and k != "wt_image"}
-    name = collection.name
-    new = build_result(context.scene, sample, name, build_options(settings), collection.get("wt_image"), properties)
-    _samples[new.name] = lpm
-    settings.result = new
+def run_from_operator(operator, context, request: TraceRequest, stem: str, image, replace_id: str = "") -> set[str]:
+    """Start a trace for an operator; in background mode it has finished on return."""
+    start_trace(context, request, stem, image, replace_id)
+    if not bpy.app.background:
+        return {"FINISHED"}
+    level, text = state.message
+    operator.report({level}, text)
+    return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples
+# ----------------------------------------------------------------------------------------------
+
+def result_samples(collection: bpy.types.Collection | None) -> LayeredPointMap | None:
+    """The traced map (with every sample) behind a result, if it is still in memory."""
+    return state.samples.get(collection.get("wt_result_id", "")) if collection is not None else None
+
+
+def sample_count(collection: bpy.types.Collection | None) -> int:
+    lpm = result_samples(collection)
+    return len(lpm.extras["samples_points"]) if lpm is not None and "samples_points" in lpm.extras else 1
+
+
+def sample_map(lpm: LayeredPointMap, index: int) -> LayeredPointMap:
+    """Sample `index` of a traced map as a map of its own."""
+    return LayeredPointMap(lpm.extras["samples_points"][index], lpm.extras["samples_valid"][index], lpm.intrinsics, lpm.image)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +170,7 @@ class WT_OT_trace_image(bpy.types.Operator):
 
     bl_idname = "world_tracing.trace_image"
     bl_label = "Trace Image"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER"}  # the undo step is pushed when the result is built (after the worker)
 
     filepath: StringProperty(name="File", subtype="FILE_PATH", default="", options={"SKIP_SAVE"},
                              description="Image file to trace (default: the panel's image)")
@@ -211,21 +178,43 @@ class WT_OT_trace_image(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context) -> bool:
-        return _job is None or not _job.running
+        return not state.busy()
 
     def execute(self, context):
         settings = context.scene.world_tracing
         try:
-            request, name, image = make_request(context, self.filepath, settings.seed if self.seed < 0 else self.seed)
+            request, stem, image = make_request(context, settings.seed if self.seed < 0 else self.seed, self.filepath)
         except (ValueError, FileNotFoundError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        start_trace(context, request, name, image)
-        if bpy.app.background:
-            level, text = _last_message
-            self.report({level}, text)
-            return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
-        return {"FINISHED"}
+        return run_from_operator(self, context, request, stem, image)
+
+
+class WT_OT_resample(bpy.types.Operator):
+    """Trace the active result's image again with the next seed, replacing its geometry in place"""
+
+    bl_idname = "world_tracing.resample"
+    bl_label = "Resample"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return context.scene.world_tracing.result is not None and not state.busy()
+
+    def execute(self, context):
+        settings = context.scene.world_tracing
+        collection = settings.result
+        seed = int(collection.get("wt_seed", settings.seed)) + 1
+        source = collection.get("wt_source", "")
+        image = collection.get("wt_image")
+        own_image = image if image is not None and not image.get("wt_generated") else None
+        try:
+            request, stem, image = make_request(context, seed, source, None if source else own_image)
+        except (ValueError, FileNotFoundError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        settings.seed = seed
+        return run_from_operator(self, context, request, stem, image, collection.get("wt_result_id", ""))
 
 
 class WT_OT_cancel(bpy.types.Operator):
@@ -236,31 +225,41 @@ class WT_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context) -> bool:
-        return _job is not None and _job.running
+        return state.busy() and not state.job.abandoned
 
     def execute(self, context):
-        _job.cancel()
+        state.job.cancel()
         return {"FINISHED"}
 
 
-class WT_OT_resample(bpy.types.Operator):
-    """Trace the active result's image again with the next seed, replacing its geometry"""
+class WT_OT_show_sample(bpy.types.Operator):
+    """Show another of the result's samples (rebuilt in place)"""
 
-    bl_idname = "world_tracing.resample"
-    bl_label = "Resample"
+    bl_idname = "world_tracing.show_sample"
+    bl_label = "Show Sample"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(name="Sample", default=0, min=0)
 
     @classmethod
     def poll(cls, context) -> bool:
-        settings = context.scene.world_tracing
-        return settings.result is not None and (_job is None or not _job.running)
+        return sample_count(context.scene.world_tracing.result) > 1 and not state.busy()
 
     def execute(self, context):
         settings = context.scene.world_tracing
         collection = settings.result
-        settings.seed = int(collection.get("wt_seed", settings.seed)) + 1
-        source = collection.get("wt_source", "")
-        return bpy.ops.world_tracing.trace_image(filepath=source, seed=settings.seed) if source else \
-            bpy.ops.world_tracing.trace_image(seed=settings.seed)
+        lpm = result_samples(collection)
+        index = min(self.index, sample_count(collection) - 1)
+        properties = {k: collection[k] for k in collection.keys() if k.startswith("wt_") and k != "wt_image"}
+        try:
+            new = build_result(context.scene, sample_map(lpm, index), collection.name, build_options(settings),
+                               collection.get("wt_image"), properties, replace=collection)
+        except Exception as e:
+            self.report({"ERROR"}, f"could not build sample {index + 1}: {e}")
+            return {"CANCELLED"}
+        settings.result = new
+        settings.sample = index
+        return {"FINISHED"}
 
 
 class WT_OT_keep_sample(bpy.types.Operator):
@@ -268,15 +267,20 @@ class WT_OT_keep_sample(bpy.types.Operator):
 
     bl_idname = "world_tracing.keep_sample"
     bl_label = "Keep This Sample"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return sample_count(context.scene.world_tracing.result) > 1
 
     def execute(self, context):
         settings = context.scene.world_tracing
-        lpm = _samples.get(settings.result.name) if settings.result else None
-        if lpm is not None and "samples_points" in lpm.extras:
-            k = settings.sample
-            _samples[settings.result.name] = LayeredPointMap(lpm.extras["samples_points"][k], lpm.extras["samples_valid"][k],
-                                                             lpm.intrinsics, lpm.image)
-            settings["sample"] = 0
+        collection = settings.result
+        lpm = result_samples(collection)
+        index = min(settings.sample, sample_count(collection) - 1)
+        state.samples[collection["wt_result_id"]] = sample_map(lpm, index)
+        collection["wt_samples"] = 1
+        settings.sample = 0
         return {"FINISHED"}
 
 
@@ -286,7 +290,7 @@ class WT_OT_view_camera(bpy.types.Operator):
     bl_idname = "world_tracing.view_camera"
     bl_label = "View Camera"
 
-    novel: bpy.props.BoolProperty(name="Novel View", default=False)
+    novel: BoolProperty(name="Novel View", default=False)
 
     @classmethod
     def poll(cls, context) -> bool:
@@ -306,16 +310,21 @@ class WT_OT_view_camera(bpy.types.Operator):
 
 
 class WT_OT_check_model(bpy.types.Operator):
-    """Read the chosen checkpoint (not its weights): which model, mode and resolution, and a time estimate"""
+    """Read the chosen checkpoint (tensor shapes, not weights): which model, mode and resolution, and a time estimate"""
 
     bl_idname = "world_tracing.check_model"
     bl_label = "Check Model"
 
     def execute(self, context):
+        path = ""
         try:
-            card = check_model(selected_checkpoint(context), preferences(context).device)
+            path = selected_checkpoint(context)
+            card = check_model(path, preferences(context).device)
         except (ValueError, FileNotFoundError) as e:
             self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        except Exception as e:  # anything else a strange file provokes: still one message naming it
+            self.report({"ERROR"}, f"{path}: cannot be read as a model ({type(e).__name__}: {e})")
             return {"CANCELLED"}
         self.report({"INFO"}, f"{card['name']}: {card['mode']}, {card['image_size']} px, {card['layers']} layers, "
                               f"{card['parameters'] / 1e6:.0f}M parameters, ≈ {card['seconds_per_step']:.1f} s per step on {card['device']}")
@@ -330,7 +339,7 @@ class WT_OT_release(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context) -> bool:
-        return _job is None or not _job.running
+        return not state.busy()
 
     def execute(self, context):
         release_models()

@@ -1,9 +1,11 @@
 """The main job (`make demo`): the bundled sample image and the shipped model, traced in Blender.
 
-Installs the freshly built extension zip into an isolated Blender user folder, traces
-core/assets/sample.png with `bpy.ops.world_tracing.trace_image`, saves out/world_tracing_demo.blend
-and renders the image's own view plus three novel views (Cycles, CPU) into out/, with
-out/demo.png putting them side by side.
+Runs in a user's Blender: a Python holding only the bpy module (`make demo` makes
+.venv-blender/<version>/). Installs the freshly built extension zip into an isolated Blender user
+folder (Blender installs its bundled wheels), traces the sample image inside it with
+`bpy.ops.world_tracing.trace_image`, saves out/world_tracing_demo.blend and renders the image's own
+view plus three novel views (Cycles, CPU) into out/, with out/demo.png putting them side by side.
+Pillow comes from the extension's own wheels, so nothing is imported from the repository.
 
     python scripts/demo.py [--image PATH] [--checkpoint PATH] [--steps N] [--device D] [--no-render]
 
@@ -21,17 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out"
 os.environ["BLENDER_USER_RESOURCES"] = str(OUT / "blender-user")  # never touch the user's own Blender set-up
-sys.path.insert(0, str(ROOT))
-
-import numpy as np
-from PIL import Image
-
-from core.weights import SAMPLE_IMAGE
-
+MODULE = "bl_ext.user_default.world_tracing"
 NOVEL_FRAMES = (1, 24, 48)
 
 
-def install_extension():
+def install_extension() -> Path:
+    """Install and enable the newest zip in dist/; returns it."""
     import bpy
 
     zips = sorted((ROOT / "dist").glob("cp*/world_tracing-*.zip"), key=lambda p: p.stat().st_mtime)
@@ -42,8 +39,11 @@ def install_extension():
     return zips[-1]
 
 
-def render(scene, camera, path: Path, frame: int = 1) -> np.ndarray:
+def render(scene, camera, path: Path, frame: int = 1):
+    """Render a frame through `camera` to `path`; returns it as (H, W, 3) uint8."""
     import bpy
+    import numpy as np
+    from PIL import Image
 
     scene.camera = camera
     scene.frame_set(frame)
@@ -54,7 +54,7 @@ def render(scene, camera, path: Path, frame: int = 1) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", type=Path, default=SAMPLE_IMAGE)
+    parser.add_argument("--image", type=Path, help="default: the sample image inside the extension")
     parser.add_argument("--checkpoint", default="", help="model file (default: the shipped model)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
@@ -65,7 +65,11 @@ def main() -> None:
 
     package = install_extension()
     print(f"installed {package.name}")
-    prefs = bpy.context.preferences.addons["bl_ext.user_default.world_tracing"].preferences
+    import numpy as np
+    from PIL import Image  # from the extension's bundled wheels
+
+    args.image = args.image or Path(sys.modules[MODULE].__file__).parent / "core" / "assets" / "sample.png"
+    prefs = bpy.context.preferences.addons[MODULE].preferences
     prefs.checkpoint, prefs.device = str(Path(args.checkpoint).resolve()) if args.checkpoint else "", args.device
     scene = bpy.context.scene
     settings = scene.world_tracing

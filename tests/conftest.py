@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -95,3 +96,58 @@ def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: in
     for s in range(0, count, shard_size):
         write_shard(shard_path(folder, s // shard_size), samples[s:s + shard_size], {"mode": "object", "samples": []})
     return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# The extension installed from its zip into this process's Blender
+# ----------------------------------------------------------------------------------------------
+
+MODULE = "bl_ext.user_default.world_tracing"
+SAMPLE = DATA / "object_rgba.png"  # a small RGBA object image
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory):
+    """The linux-x64 extension zip, built and validated by wheels/build.py."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, str(ROOT / "wheels" / "build.py"), "--out", str(out)], check=True)
+    return next((out / "cp311").glob("world_tracing-*-linux_x64.zip"))
+
+
+@pytest.fixture(scope="session")
+def installed(extension_zip, random_checkpoint):
+    """Install the zip into the (temporary) user extension repository, enabled, using the test model."""
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    result = bpy.ops.extensions.package_install_files(filepath=str(extension_zip), repo="user_default",
+                                                      enable_on_install=True, overwrite=True)
+    assert result == {"FINISHED"}
+    return sys.modules[MODULE]
+
+
+@pytest.fixture
+def bpy_ext(installed, random_checkpoint):
+    """bpy with the extension enabled, the test model chosen and an empty scene; reset afterwards."""
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.checkpoint, prefs.device = str(random_checkpoint), "cpu"
+    scene = bpy.context.scene
+    scene.world_tracing.output = "BOTH"
+    yield bpy
+    bpy.ops.wm.read_homefile(use_empty=True)
+
+
+def datablock_counts(bpy) -> dict[str, int]:
+    return {k: len(getattr(bpy.data, k)) for k in ("objects", "meshes", "materials", "images", "cameras", "collections",
+                                                   "actions", "node_groups")}
+
+
+def trace(bpy, path=SAMPLE, **kwargs):
+    return bpy.ops.world_tracing.trace_image(filepath=str(path), **kwargs)
+
+
+def result_collection(bpy):
+    return bpy.context.scene.world_tracing.result

@@ -3,78 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import DATA, ROOT
+from conftest import DATA, MODULE, ROOT, SAMPLE, datablock_counts, result_collection, trace
 from PIL import Image
 
-MODULE = "bl_ext.user_default.world_tracing"
-SAMPLE = DATA / "object_rgba.png"
-
-
-@pytest.fixture(scope="session")
-def extension_zip(tmp_path_factory):
-    """The linux-x64 extension zip, built and validated by wheels/build.py."""
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, str(ROOT / "wheels" / "build.py"), "--out", str(out)], check=True)
-    return next((out / "cp311").glob("world_tracing-*-linux_x64.zip"))
-
-
-@pytest.fixture(scope="session")
-def installed(extension_zip, random_checkpoint):
-    """Install the zip into the (temporary) user extension repository, enabled, using the test model."""
-    import bpy
-
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    result = bpy.ops.extensions.package_install_files(filepath=str(extension_zip), repo="user_default",
-                                                      enable_on_install=True, overwrite=True)
-    assert result == {"FINISHED"}
-    return sys.modules[MODULE]
-
-
-@pytest.fixture
-def bpy_ext(installed, random_checkpoint):
-    """bpy with the extension enabled, the test model chosen and an empty scene; reset afterwards."""
-    import bpy
-
-    bpy.ops.wm.read_homefile(use_empty=True)
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.checkpoint, prefs.device = str(random_checkpoint), "cpu"
-    scene = bpy.context.scene
-    scene.world_tracing.output = "BOTH"
-    yield bpy
-    bpy.ops.wm.read_homefile(use_empty=True)
-
-
-def datablock_counts(bpy) -> dict[str, int]:
-    return {k: len(getattr(bpy.data, k)) for k in ("objects", "meshes", "materials", "images", "cameras", "collections",
-                                                   "actions", "node_groups")}
-
-
-def trace(bpy, path=SAMPLE, **kwargs):
-    return bpy.ops.world_tracing.trace_image(filepath=str(path), **kwargs)
-
-
-def result_collection(bpy):
-    return bpy.context.scene.world_tracing.result
-
-
-def test_enable_disable_enable_leaves_no_leftovers(installed):
-    """Disabling removes operators, settings and handlers; enabling again restores them, without errors."""
+def test_enable_disable_ten_times_leaves_no_leftovers(installed):
+    """Disabling removes operators, settings and handlers; enabling again restores them, ten times over."""
     import bpy
 
     handlers = len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)
-    bpy.ops.preferences.addon_disable(module=MODULE)
-    assert not hasattr(bpy.types.Scene, "world_tracing")
-    assert not hasattr(bpy.types, "WORLD_TRACING_OT_trace_image")
-    assert (len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)) == (handlers[0] - 1, handlers[1] - 1)
-    bpy.ops.preferences.addon_enable(module=MODULE)
-    assert hasattr(bpy.types.Scene, "world_tracing") and hasattr(bpy.ops.world_tracing, "trace_image")
-    assert (len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)) == handlers
+    for _ in range(10):
+        bpy.ops.preferences.addon_disable(module=MODULE)
+        assert not hasattr(bpy.types.Scene, "world_tracing")
+        assert not hasattr(bpy.types, "WORLD_TRACING_OT_trace_image")
+        assert (len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)) == (handlers[0] - 1, handlers[1] - 1)
+        bpy.ops.preferences.addon_enable(module=MODULE)
+        assert hasattr(bpy.types.Scene, "world_tracing") and hasattr(bpy.ops.world_tracing, "trace_image")
+        assert (len(bpy.app.handlers.load_pre), len(bpy.app.handlers.load_post)) == handlers
 
 
 def test_new_files_take_steps_and_samples_from_the_preferences(bpy_ext):
@@ -203,13 +154,13 @@ def test_image_view_render_reproduces_the_image(bpy_ext, tmp_path):
 def test_cancel_stops_a_running_trace_and_builds_nothing(bpy_ext, installed):
     """Cancel takes effect after the current step; the job reports cancelled and the scene is untouched."""
     bpy = bpy_ext
-    trace_mod = sys.modules[f"{MODULE}.operators.trace"]
+    request_mod, job_mod = sys.modules[f"{MODULE}.operators.request"], sys.modules[f"{MODULE}.operators.job"]
     settings = bpy.context.scene.world_tracing
     settings.steps = 200
     before = datablock_counts(bpy)
-    request, name, image = trace_mod.make_request(bpy.context, str(SAMPLE), 0)
+    request, name, image = request_mod.make_request(bpy.context, 0, str(SAMPLE))
     messages = []
-    job = trace_mod.TraceJob(request, lambda lpm: messages.append("done"), messages.append, lambda: messages.append("cancelled"))
+    job = job_mod.TraceJob(request, lambda lpm: messages.append("done"), messages.append, lambda: messages.append("cancelled"))
     job.start()
     deadline = time.monotonic() + 60
     while job.progress.step < 2 and time.monotonic() < deadline:
@@ -258,12 +209,14 @@ def test_unusual_but_valid_images_trace(bpy_ext, name):
     assert result_collection(bpy) is not None
 
 
-def test_tracing_twice_replaces_the_result_without_leaks(bpy_ext):
-    """A second trace of the same image replaces the first: same data-block counts, one collection."""
+def test_resampling_50_times_leaves_no_data_blocks_behind(bpy_ext):
+    """Resample replaces the result in place: after 50 of them the data-block counts are those of one trace."""
     bpy = bpy_ext
+    bpy.context.scene.world_tracing.steps = 1
     trace(bpy)
     after_one = datablock_counts(bpy)
-    trace(bpy, seed=5)
+    for _ in range(50):
+        assert bpy.ops.world_tracing.resample() == {"FINISHED"}
     assert datablock_counts(bpy) == after_one
     assert [c.name for c in bpy.data.collections] == ["WT object_rgba"]
 
@@ -318,13 +271,17 @@ def test_samples_can_be_flipped_and_kept(bpy_ext):
     trace(bpy)
     assert result_collection(bpy)["wt_samples"] == 2
     first = layer0_points(result_collection(bpy))
-    settings.sample = 1
-    assert result_collection(bpy).name == "WT object_rgba"
+    assert bpy.ops.world_tracing.show_sample(index=1) == {"FINISHED"}
+    assert result_collection(bpy).name == "WT object_rgba" and settings.sample == 1
     second = layer0_points(result_collection(bpy))
     assert first.shape != second.shape or not np.allclose(first, second)
-    settings.sample = 0
+    assert bpy.ops.world_tracing.show_sample(index=0) == {"FINISHED"}
     np.testing.assert_array_equal(layer0_points(result_collection(bpy)), first)
+    assert bpy.ops.world_tracing.show_sample(index=1) == {"FINISHED"}
     assert bpy.ops.world_tracing.keep_sample() == {"FINISHED"}
+    kept = sys.modules[f"{MODULE}.operators.state"].samples[result_collection(bpy)["wt_result_id"]]
+    assert "samples_points" not in kept.extras and kept.valid[0].sum() * 3 == len(second)
+    assert not bpy.ops.world_tracing.show_sample.poll()
 
 
 def test_a_packed_blender_image_traces_and_is_never_deleted(bpy_ext):
@@ -351,7 +308,7 @@ def test_check_model_describes_the_chosen_checkpoint(bpy_ext, interop):
     prefs.checkpoint = str(interop / "tiny_filmadaln_state_dict.safetensors")
     assert bpy.ops.world_tracing.check_model() == {"FINISHED"}
     card = job.model_card(prefs.checkpoint)
-    layers = json.loads((interop / "tiny_filmadaln_config.json").read_text())["num_layers"]
+    layers = json.loads((interop / "tiny_filmadaln_config.json").read_text())["model_kwargs"]["num_layers"]
     assert card["name"] == "official custom" and card["mode"] == "scene" and card["layers"] == layers
 
 
@@ -361,6 +318,27 @@ def test_an_official_layout_checkpoint_traces_through_the_extension(bpy_ext, int
     bpy.context.preferences.addons[MODULE].preferences.checkpoint = str(interop / "tiny_state_dict.safetensors")
     bpy.context.scene.world_tracing.steps = 2
     assert trace(bpy) == {"FINISHED"}
-    lpm = sys.modules[f"{MODULE}.operators.trace"]._samples[result_collection(bpy).name]
-    layers = json.loads((interop / "tiny_config.json").read_text())["num_layers"]
+    lpm = sys.modules[f"{MODULE}.operators.state"].samples[result_collection(bpy)["wt_result_id"]]
+    layers = json.loads((interop / "tiny_config.json").read_text())["model_kwargs"]["num_layers"]
     assert lpm.num_layers == layers and lpm.valid[0].any()
+
+
+LINKED = r"""
+import os, sys
+import bpy
+bpy.context.preferences.extensions.repos.new(name="dev", module="dev", custom_directory=sys.argv[1], source="USER")
+assert bpy.ops.preferences.addon_enable(module="bl_ext.dev.world_tracing") == {"FINISHED"}
+assert hasattr(bpy.ops.world_tracing, "trace_image")
+print("enabled")
+"""
+
+
+def test_source_tree_enables_as_a_linked_development_extension(tmp_path):
+    """The repository itself, linked into a local extension repository, enables in Blender (its manifest
+    lists no platforms or wheels: Blender refuses empty lists)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "world_tracing").symlink_to(ROOT, target_is_directory=True)
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    run = subprocess.run([sys.executable, "-c", LINKED, str(repo)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0 and "enabled" in run.stdout, run.stderr[-2000:]

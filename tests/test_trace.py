@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 import torch
 from conftest import DATA, ROOT, small_config
+from PIL import Image
 
 from core.checkpoint import save_checkpoint
 from core.geometry import PointNormalization
@@ -49,6 +52,42 @@ def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tm
     np.testing.assert_allclose(p[:, 1] / p[:, 2] * K[1, 1] + K[1, 2], rows + 0.5, atol=1e-3)
 
 
+def png_claiming(path, width: int, height: int):
+    """A tiny PNG whose header claims width×height pixels (a decompression bomb: refused unread)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_bad_arguments_exit_with_one_clear_line(random_checkpoint, tmp_path):
+    """A decompression bomb, --out naming a folder, an unknown device, zero or negative samples: exit 2,
+    one line naming the file or argument, no traceback, nothing written."""
+    bomb = png_claiming(tmp_path / "bomb.png", 30000, 30000)
+    image = str(DATA / "object_rgba.png")
+    cases = [([str(bomb)], "too large"), ([image, "--device", "tpu"], "tpu"), ([image, "--samples", "0"], "--samples"),
+             ([image, "--samples", "-1"], "--samples"), ([image, "--steps", "0"], "--steps")]
+    for args, message in cases:
+        out = tmp_path / "out.npz"
+        result = run_trace(*args, "--out", str(out), "--checkpoint", str(random_checkpoint))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert not out.exists()
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    result = run_trace(image, "--out", str(folder), "--checkpoint", str(random_checkpoint))
+    assert result.returncode == 2 and "is a folder" in result.stderr and not any(folder.iterdir())
+
+
+def test_float_images_in_zero_to_one_are_read_as_such(tmp_path):
+    """A 32-bit float TIFF holding [0, 1] reads as the 8-bit image it encodes, not as black."""
+    grey = np.asarray(Image.open(DATA / "grey.png").convert("L"))
+    Image.fromarray(grey.astype(np.float32) / 255.0, mode="F").save(tmp_path / "float.tif")
+    rgba = read_image(tmp_path / "float.tif")
+    assert np.abs(rgba[..., 0].astype(int) - grey).max() <= 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing.png"], "image not found"),
     ([str(DATA / "not_an_image.png")], "not a readable image"),
@@ -66,14 +105,43 @@ def test_bad_input_exits_with_a_clear_message(random_checkpoint, tmp_path, args,
     assert result.returncode == 2 and message in result.stderr and not out.exists()
 
 
-def test_pickled_objects_in_a_checkpoint_are_never_loaded(tmp_path):
-    """A .pt holding an arbitrary object is refused by the weights-only reader (nothing runs)."""
-    import argparse
-    path = tmp_path / "evil.pt"
-    torch.save({"model_state_dict": argparse.Namespace(payload="would run on load")}, path)
+class Payload:
+    """Unpickling this would create the file `marker` (what an attack would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+MALICIOUS = {  # how a model.pt can smuggle an object in: name → (what to save, legacy format?)
+    "object at the top": (lambda m: Payload(m), False),
+    "object as the state dict": (lambda m: {"model_state_dict": Payload(m)}, False),
+    "object inside the EMA weights": (lambda m: {"ema_state_dict": {"w": Payload(m)}}, False),
+    "object in a list": (lambda m: {"model_state_dict": {"w": [torch.zeros(1), Payload(m)]}}, False),
+    "object beside real tensors": (lambda m: {"net.decoder_blocks.0.w": torch.zeros(2), "extra": Payload(m)}, False),
+    "legacy (non-zip) file": (lambda m: {"model_state_dict": Payload(m)}, True),
+    "plain pickle": (None, False),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALICIOUS))
+def test_pickled_objects_in_a_checkpoint_are_never_loaded(tmp_path, kind):
+    """Seven ways to hide an object in a .pt are all refused by the weights-only reader, and nothing runs."""
+    import pickle
+
     from core.checkpoint import CheckpointError
-    with pytest.raises(CheckpointError, match="weights-only"):
+
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
+    make, legacy = MALICIOUS[kind]
+    if make is None:
+        path.write_bytes(pickle.dumps(Payload(marker)))
+    else:
+        torch.save(make(marker), path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError, match="weights-only|cannot be read"):
         load_any_checkpoint(path, "cpu")
+    assert not marker.exists()
 
 
 def official_layout_model():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -16,6 +18,13 @@ from core.model import WTDiT
 from core.train import TrainConfig, get_lr, train
 
 SMALL = {k: v for k, v in small_config().to_dict().items()}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +90,46 @@ def test_checkpoint_whose_tensors_do_not_fit_its_config_is_refused(tmp_path):
 def test_two_process_ddp_training_keeps_replicas_identical(shards, tmp_path):
     """torchrun with 2 CPU processes (gloo): finite losses, and every replica ends with the same weights."""
     train_dir, _ = shards
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "core", "train", "--data", str(train_dir), "--out", str(tmp_path), "--steps", "4", "--batch-size", "2",
            "--warmup", "1", "--save-every", "4", "--device", "cpu", "--model-overrides", json.dumps(SMALL)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     sums = next(r["replica_checksums"] for r in rows if "replica_checksums" in r)
     assert len(sums) == 2 and sums[0] == sums[1]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
+
+
+def test_a_data_set_smaller_than_one_batch_is_refused(shards):
+    """Fewer samples than the batch size would never yield a batch: a clear error instead of a hang."""
+    from core.data.shards import ShardReader
+
+    reader = ShardReader(shards[1])
+    with pytest.raises(ValueError, match=f"needs at least that many samples; the data has {len(reader)}"):
+        next(reader.batches(len(reader) + 1))
+
+
+FINITE = r"""
+import os, sys, torch, torch.distributed as dist
+from core.train import all_finite
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+loss = torch.tensor(float("nan") if rank == 1 else 1.0)
+print(rank, all_finite(loss, 2), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_a_loss_that_is_not_finite_on_one_rank_stops_every_rank(tmp_path):
+    """The finiteness check agrees across ranks before anyone steps, so no rank waits alone in an all-reduce."""
+    script = tmp_path / "finite.py"
+    script.write_text(FINITE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(script)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = sorted(line for line in result.stdout.splitlines() if line[:2] in ("0 ", "1 "))
+    assert answers == ["0 False", "1 False"], result.stdout

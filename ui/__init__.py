@@ -2,10 +2,9 @@
 
 from . import properties
 from .panel import WT_PT_result, WT_PT_trace
-from .preferences import WT_Preferences
 from .properties import WT_Settings
 
-CLASSES = (WT_Settings, WT_Preferences, WT_PT_trace, WT_PT_result)
+CLASSES = (WT_Settings, WT_PT_trace, WT_PT_result)
 
 
 def register() -> None:

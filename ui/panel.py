@@ -6,7 +6,12 @@ import os
 
 import bpy
 
-from .preferences import preferences
+from ..operators import state
+from ..operators.job import model_card
+from ..operators.request import selected_checkpoint
+from ..operators.scene import result_layers
+from ..operators.trace import sample_count
+from ..preferences import preferences
 
 
 class WT_PT_trace(bpy.types.Panel):
@@ -17,9 +22,6 @@ class WT_PT_trace(bpy.types.Panel):
     bl_category = "World Tracing"
 
     def draw(self, context) -> None:
-        from ..operators.job import model_card  # operators import ui: import them late
-        from ..operators.trace import current_job, last_message, selected_checkpoint
-
         layout = self.layout
         settings = context.scene.world_tracing
         layout.template_ID_preview(settings, "image", open="image.open", rows=3, cols=6)
@@ -56,8 +58,10 @@ class WT_PT_trace(bpy.types.Panel):
             row.label(text=f"Model: {name}", icon="NETWORK_DRIVE")
         row.operator("world_tracing.check_model", text="", icon="VIEWZOOM")
 
-        job = current_job()
-        if job is not None and job.running:
+        job = state.job
+        if state.busy() and job.abandoned:
+            layout.label(text="Stopping the previous trace…", icon="SORTTIME")
+        elif state.busy():
             p = job.progress
             eta = f" · {p.eta:.0f} s left" if p.eta is not None else ""
             text = f"Step {p.step}/{p.total}{eta}" if p.stage == "sampling" else p.stage.capitalize() + "…"
@@ -66,7 +70,7 @@ class WT_PT_trace(bpy.types.Panel):
             row.operator("world_tracing.cancel", text="", icon="CANCEL")
         else:
             layout.operator("world_tracing.trace_image", icon="OUTLINER_OB_POINTCLOUD")
-        level, text = last_message()
+        level, text = state.message
         if level in ("ERROR", "WARNING"):
             box = layout.box()
             for i, line in enumerate(_wrap(text, 40)):
@@ -86,8 +90,6 @@ class WT_PT_result(bpy.types.Panel):
         return context.scene.world_tracing.result is not None
 
     def draw(self, context) -> None:
-        from ..operators.scene import result_layers
-
         layout = self.layout
         settings = context.scene.world_tracing
         layout.prop(settings, "result", text="")
@@ -100,11 +102,16 @@ class WT_PT_result(bpy.types.Panel):
             row.label(text="Layers")
             for k in layers:
                 row.prop(settings, "show_layers", index=k, text=str(k), toggle=True)
-        count = int(settings.result.get("wt_samples", 1))
+        count = sample_count(settings.result)
         if count > 1:
+            shown = min(settings.sample, count - 1)
             row = layout.row(align=True)
-            row.prop(settings, "sample", text=f"Sample (of {count})")
+            row.operator("world_tracing.show_sample", text="", icon="TRIA_LEFT").index = (shown - 1) % count
+            row.label(text=f"Sample {shown + 1} of {count}")
+            row.operator("world_tracing.show_sample", text="", icon="TRIA_RIGHT").index = (shown + 1) % count
             row.operator("world_tracing.keep_sample", text="", icon="CHECKMARK")
+        elif int(settings.result.get("wt_samples", 1)) > 1:
+            layout.label(text="Samples not in memory (file reopened): Resample", icon="INFO")
         row = layout.row(align=True)
         row.operator("world_tracing.resample", icon="FILE_REFRESH")
         row.operator("world_tracing.export", icon="EXPORT")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 
+from ..operators.scene import match_render, result_layers
+from ..preferences import preferences
+
 MAX_LAYERS = 8
 
 
 def _show_layers_changed(settings, context) -> None:
-    from ..operators.scene import result_layers
-
     if settings.result is None:
         return
     for k, objects in result_layers(settings.result).items():
@@ -28,10 +29,10 @@ def _point_size_changed(settings, context) -> None:
             obj.update_tag()
 
 
-def _sample_changed(settings, context) -> None:
-    from ..operators.trace import show_sample
-
-    show_sample(context, settings.sample)
+def _result_changed(settings, context) -> None:
+    """Selecting a result looks through its camera with its own render size and pixel aspect."""
+    if settings.result is not None and "wt_resolution" in settings.result:
+        match_render(context.scene, settings.result)
 
 
 class WT_Settings(bpy.types.PropertyGroup):
@@ -51,16 +52,15 @@ class WT_Settings(bpy.types.PropertyGroup):
                                 description="Meshes: cut triangles whose far/near depth ratio exceeds 1 + this")
     point_size: FloatProperty(name="Point Size", default=1.0, min=0.0, soft_max=5.0, update=_point_size_changed,
                               description="Point size in pixel footprints (1: each point just covers its pixel)")
-    result: PointerProperty(type=bpy.types.Collection, name="Result", description="The traced result the buttons below act on")
+    result: PointerProperty(type=bpy.types.Collection, name="Result", update=_result_changed,
+                            description="The traced result the buttons below act on")
     show_layers: BoolVectorProperty(name="Show Layers", size=MAX_LAYERS, default=(True,) * MAX_LAYERS, update=_show_layers_changed)
-    sample: IntProperty(name="Sample", default=0, min=0, max=7, update=_sample_changed, description="Which sample the result shows")
+    sample: IntProperty(name="Sample", default=0, min=0, max=7, options={"HIDDEN"}, description="Which sample the result shows")
     defaults_applied: bpy.props.BoolProperty(default=False, options={"HIDDEN"})
 
 
 def apply_preference_defaults(scenes) -> None:
     """Give scenes that never had them the preferences' default steps and samples."""
-    from .preferences import preferences
-
     prefs = preferences()
     for scene in scenes:
         settings = scene.world_tracing

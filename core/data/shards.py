@@ -98,7 +98,10 @@ class ShardReader:
         return {"image": image, "points": points, "valid": valid, "foreground": valid[:, 0], "intrinsics": intrinsics}
 
     def batches(self, batch_size: int, seed: int = 0, num_layers: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Random batches forever: each epoch a fresh permutation, seeded."""
+        """Random batches forever: each epoch a fresh permutation, seeded. ValueError when the data
+        holds fewer samples than one batch (it would never yield)."""
+        if not 1 <= batch_size <= len(self):
+            raise ValueError(f"a batch of {batch_size} needs at least that many samples; the data has {len(self)}")
         rng = np.random.default_rng(seed)
         while True:
             order = rng.permutation(len(self))

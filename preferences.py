@@ -1,11 +1,15 @@
-"""Extension preferences: device, model file, defaults, and where user data lives."""
+"""Extension preferences: device, model file, defaults, and where user data lives.
+
+A neutral module at the top of the extension (as Dream Textures keeps it), so that both `ui/` and
+`operators/` read preferences while imports still run ui → operators → core.
+"""
 
 from __future__ import annotations
 
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-PACKAGE = __package__.rpartition(".")[0]  # the extension's module, e.g. bl_ext.user_default.world_tracing
+PACKAGE = __package__  # the extension's module, e.g. bl_ext.user_default.world_tracing
 
 
 class WT_Preferences(bpy.types.AddonPreferences):
