@@ -2,6 +2,7 @@
 #   make demo  — trace the bundled sample with the shipped model in a user's Blender (a Python holding only
 #                the bpy module, the extension installed from its zip): out/world_tracing_demo.blend + renders
 #   make test  — the whole test suite (real Blender through the bpy module, real torch)
+# and for development: make test-fast (no Blender, nothing slow), make lint (ruff and mypy)
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 BLENDER := $(shell sed -n 's/^bpy==//p' requirements.txt)
 USER_BLENDER := .venv-blender/$(BLENDER)
 
-.PHONY: demo test extension
+.PHONY: demo test test-fast lint extension
 
 $(VENV)/installed: requirements.txt wheels/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +31,11 @@ demo: extension
 
 test: $(VENV)/installed
 	$(PY) -m pytest
+
+test-fast: $(VENV)/installed
+	$(PY) -m pytest -m "not blender and not slow"
+
+lint: $(VENV)/installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

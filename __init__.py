@@ -41,7 +41,10 @@ def register() -> None:
 
 def unregister() -> None:
     trace.stop(release=True)
-    for handlers, handler in ((bpy.app.handlers.load_pre, _stop_on_load), (bpy.app.handlers.load_post, _defaults_on_load)):
+    for handlers, handler in (
+        (bpy.app.handlers.load_pre, _stop_on_load),
+        (bpy.app.handlers.load_post, _defaults_on_load),
+    ):
         if handler in handlers:
             handlers.remove(handler)
     if bpy.app.timers.is_registered(_defaults_on_load):

@@ -15,11 +15,22 @@ PACKAGE = __package__  # the extension's module, e.g. bl_ext.user_default.world_
 class WT_Preferences(bpy.types.AddonPreferences):
     bl_idname = PACKAGE
 
-    device: EnumProperty(name="Device", default="auto", items=[
-        ("auto", "Automatic", "CUDA GPU if present, then Apple MPS, then CPU"),
-        ("cuda", "CUDA", "NVIDIA GPU"), ("mps", "MPS", "Apple GPU"), ("cpu", "CPU", "Processor only (slow for large models)")])
-    checkpoint: StringProperty(name="Model", subtype="FILE_PATH", default="",
-                               description="Checkpoint file (ours .safetensors, or an official model.pt); empty: the shipped model")
+    device: EnumProperty(
+        name="Device",
+        default="auto",
+        items=[
+            ("auto", "Automatic", "CUDA GPU if present, then Apple MPS, then CPU"),
+            ("cuda", "CUDA", "NVIDIA GPU"),
+            ("mps", "MPS", "Apple GPU"),
+            ("cpu", "CPU", "Processor only (slow for large models)"),
+        ],
+    )
+    checkpoint: StringProperty(
+        name="Model",
+        subtype="FILE_PATH",
+        default="",
+        description="Checkpoint file (ours .safetensors, or an official model.pt); empty: the shipped model",
+    )
     default_steps: IntProperty(name="Default Steps", default=20, min=1, max=200)
     default_samples: IntProperty(name="Default Samples", default=1, min=1, max=8)
 

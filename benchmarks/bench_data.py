@@ -1,6 +1,6 @@
 """Data-engine benchmark: multi-hit tracer rays/s and generator samples/s at 64, 128 and 256 px.
 
-    python benchmarks/bench_data.py [--count 32] [--workers 2]
+python benchmarks/bench_data.py [--count 32] [--workers 2]
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ def tracer_rays_per_second(resolution: int, seed: int = 0, layers: int = 6) -> t
 
     from core.data.scenes import add_camera, build_object_scene, place_object_camera, reset_scene
     from core.data.tracing import camera_model, scene_triangles, trace_layers
-    from core.geometry import pixel_rays
+    from core.geometry.points import pixel_rays
 
     rng = np.random.default_rng(seed)
     reset_scene(resolution, 1, 1, True)
     build_object_scene(rng, [], [])
     add_camera(*place_object_camera(rng))
     import bpy
+
     K, c2w = camera_model(bpy.context.scene.camera, resolution, resolution)
     v, t = scene_triangles([])
     rays = pixel_rays(torch.from_numpy(K).double(), resolution, resolution).numpy().reshape(-1, 3)
@@ -51,16 +52,27 @@ def main() -> None:
     args = parser.parse_args()
     for res in (64, 128, 256):
         rays = [tracer_rays_per_second(res, seed) for seed in range(3)]
-        print(f"tracer {res}px: {np.mean([r for r, _ in rays]) / 1e3:.0f}k rays/s, {np.mean([c for _, c in rays]) / 1e3:.0f}k casts/s")
+        print(
+            f"tracer {res}px: {np.mean([r for r, _ in rays]) / 1e3:.0f}k rays/s, "
+            f"{np.mean([c for _, c in rays]) / 1e3:.0f}k casts/s"
+        )
     for res in (64, 128, 256):
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = GenerateConfig(out=tmp, count=args.count, seed=123, resolution=res, workers=args.workers,
-                                 shard_size=math.ceil(args.count / args.workers))
+            cfg = GenerateConfig(
+                out=tmp,
+                count=args.count,
+                seed=123,
+                resolution=res,
+                workers=args.workers,
+                shard_size=math.ceil(args.count / args.workers),
+            )
             t0 = time.perf_counter()
             generate(cfg, progress=False)
             dt = time.perf_counter() - t0
-        print(f"generator {res}px, {args.workers} workers: {args.count / dt:.2f} samples/s ({dt:.1f} s for {args.count}, "
-              f"Blender start-up included)")
+        print(
+            f"generator {res}px, {args.workers} workers: {args.count / dt:.2f} samples/s ({dt:.1f} s for {args.count}, "
+            f"Blender start-up included)"
+        )
 
 
 if __name__ == "__main__":

@@ -20,17 +20,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.flow import flow_loss
-from core.inference import model_callable, pick_device
-from core.model import BLOCK_TYPES, WTDiT
-from core.profile import count_flops, forward_inputs
-from core.sampling import SampleConfig, initial_noise, sample_steps
-from core.weights import default_checkpoint, load_any_checkpoint
+from timing import sampling_seconds, sync
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from core.assets import default_checkpoint
+from core.inference import pick_device
+from core.model.cost import count_flops, forward_inputs
+from core.model.loading import load_model
+from core.model.wtdit import BLOCK_TYPES, WTDiT
+from core.train.flow import flow_loss
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
@@ -43,34 +40,22 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float
     for _ in range(repeats):
         a @ b
     sync(device)
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
-
-
-def time_sampling(model: WTDiT, steps: int, device: torch.device, repeats: int = 3) -> float:
-    """Seconds to sample one image (model resolution) with `steps` Euler steps, best of `repeats`."""
-    S, L = model.cfg.image_size, model.cfg.num_layers
-    image = torch.rand(1, 3, S, S, device=device)
-    fn = model_callable(model)
-    best = float("inf")
-    for _ in range(repeats):
-        noise = initial_noise(1, 1, L, S, S, device=device)
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in sample_steps(fn, image, noise, SampleConfig(steps=steps)):
-            pass
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
 def peak_memory_of_trace(checkpoint: str, device: str) -> float:
     """Peak resident memory (MB) of a fresh process that loads the model and traces the sample image."""
-    code = ("import resource, sys; sys.path.insert(0, %r)\n"
-            "from core.weights import load_any_checkpoint, SAMPLE_IMAGE\nfrom core.imageio import read_image\n"
-            "from core.inference import trace_image, pick_device\n"
-            "m, n, _ = load_any_checkpoint(%r, pick_device(%r)); trace_image(m, n, read_image(SAMPLE_IMAGE))\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)") % (str(ROOT), checkpoint, device)
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1])
+    code = (
+        f"import resource, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from core.assets import SAMPLE_IMAGE\nfrom core.model.loading import load_model\n"
+        "from core.imageio import read_image\n"
+        "from core.inference import trace_image, pick_device\n"
+        f"m, n, _ = load_model({checkpoint!r}, pick_device({device!r})); trace_image(m, n, read_image(SAMPLE_IMAGE))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    return float(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
+    )
 
 
 def training_throughput(model: WTDiT, device: torch.device, batch: int, steps: int = 5) -> float:
@@ -78,10 +63,13 @@ def training_throughput(model: WTDiT, device: torch.device, batch: int, steps: i
     S, L = model.cfg.image_size, model.cfg.num_layers
     model.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
-    data = {"image": torch.rand(batch, 3, S, S, device=device),
-            "points": torch.randn(batch, L, S, S, 3, device=device) * 0.3 + torch.tensor([0, 0, 2.0], device=device),
-            "valid": torch.rand(batch, L, S, S, device=device) > 0.3}
-    from core.geometry import PointNormalization
+    data = {
+        "image": torch.rand(batch, 3, S, S, device=device),
+        "points": torch.randn(batch, L, S, S, 3, device=device) * 0.3 + torch.tensor([0, 0, 2.0], device=device),
+        "valid": torch.rand(batch, L, S, S, device=device) > 0.3,
+    }
+    from core.geometry.points import PointNormalization
+
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     for i in range(steps + 1):
         if i == 1:
@@ -133,24 +121,33 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     checkpoint = args.checkpoint or str(default_checkpoint())
-    model, _, info = load_any_checkpoint(checkpoint, device)
+    model, _, card = load_model(checkpoint, device)
     cfg = model.cfg
-    print(f"model {info.get('name')} on {device} ({torch.get_num_threads()} threads): {cfg.image_size}px, L={cfg.num_layers}, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    print(
+        f"model {card.name} on {device} ({torch.get_num_threads()} threads): {cfg.image_size}px, L={cfg.num_layers}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+    )
     flops = count_flops(cfg)
-    print(f"FLOPs per forward: {flops['total'] / 1e9:.2f} GFLOP "
-          f"(encoder {flops['encoder'] / flops['total']:.0%}, frame {flops['frame'] / flops['total']:.0%}, "
-          f"ray {flops['ray'] / flops['total']:.0%}, global {flops['global'] / flops['total']:.0%})")
+    print(
+        f"FLOPs per forward: {flops['total'] / 1e9:.2f} GFLOP "
+        f"(encoder {flops['encoder'] / flops['total']:.0%}, frame {flops['frame'] / flops['total']:.0%}, "
+        f"ray {flops['ray'] / flops['total']:.0%}, global {flops['global'] / flops['total']:.0%})"
+    )
     peak = matmul_peak(device)
     print(f"measured matmul peak: {peak / 1e9:.1f} GFLOP/s")
     for steps in (1, 4, 20):
-        s = time_sampling(model, steps, device)
-        print(f"inference, {steps:2d} steps: {s:.3f} s/image  ({flops['total'] * steps / s / 1e9:.1f} GFLOP/s, "
-              f"{flops['total'] * steps / s / peak:.0%} of peak)")
+        s = sampling_seconds(model, steps, device)
+        print(
+            f"inference, {steps:2d} steps: {s:.3f} s/image  ({flops['total'] * steps / s / 1e9:.1f} GFLOP/s, "
+            f"{flops['total'] * steps / s / peak:.0%} of peak)"
+        )
     print(f"peak memory of a full trace (fresh process): {peak_memory_of_trace(checkpoint, str(device)):.0f} MB")
     sps = training_throughput(model, device, args.train_batch)
-    print(f"training: {sps:.1f} samples/s at batch {args.train_batch} "
-          f"({3 * flops['total'] * sps / 1e9:.1f} GFLOP/s ≈ {3 * flops['total'] * sps / peak:.0%} of peak, fwd+bwd ≈ 3× fwd)")
+    print(
+        f"training: {sps:.1f} samples/s at batch {args.train_batch} "
+        f"({3 * flops['total'] * sps / 1e9:.1f} GFLOP/s ≈ {3 * flops['total'] * sps / peak:.0%} of peak, "
+        "fwd+bwd ≈ 3× fwd)"
+    )
     split = attention_split(model, device)
     print("block time split: " + ", ".join(f"{k} {v:.0%}" for k, v in split.items()))
 

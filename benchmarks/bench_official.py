@@ -21,11 +21,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.inference import model_callable, pick_device
-from core.model import WTDiT, build_config
-from core.official import ours_to_official
-from core.profile import count_flops
-from core.sampling import SampleConfig, initial_noise, sample_steps
+from timing import sampling_seconds
+
+from core.inference import pick_device
+from core.model.cost import count_flops
+from core.model.official import ours_to_official
+from core.model.wtdit import WTDiT, build_config
 
 
 def random_model(name: str, device: torch.device, seed: int = 0) -> WTDiT:
@@ -39,27 +40,6 @@ def random_model(name: str, device: torch.device, seed: int = 0) -> WTDiT:
             if not p.any():
                 p.normal_(0, 0.02)
     return model.eval().requires_grad_(False)
-
-
-def seconds_per_sample(model: WTDiT, steps: int, device: torch.device, timed_steps: int, repeats: int) -> float:
-    """Wall seconds for one `steps`-step Euler sample at the model's resolution (best of `repeats`;
-    with timed_steps < steps, the time of timed_steps steps scaled up)."""
-    S, L = model.cfg.image_size, model.cfg.num_layers
-    image = torch.rand(1, 3, S, S, device=device)
-    fn = model_callable(model)
-    best = float("inf")
-    for _ in range(repeats):
-        noise = initial_noise(1, 1, L, S, S, device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i, _ in enumerate(sample_steps(fn, image, noise, SampleConfig(steps=steps))):
-            if i + 1 == timed_steps:
-                break
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best * steps / timed_steps
 
 
 def main() -> None:
@@ -76,8 +56,10 @@ def main() -> None:
     for name in args.configs:
         t0 = time.perf_counter()
         model = random_model(name, device)
-        print(f"{name}: {sum(p.numel() for p in model.parameters()) / 1e9:.3f} B parameters, "
-              f"{model.cfg.image_size}px, built with random weights in {time.perf_counter() - t0:.0f} s on {device}")
+        print(
+            f"{name}: {sum(p.numel() for p in model.parameters()) / 1e9:.3f} B parameters, "
+            f"{model.cfg.image_size}px, built with random weights in {time.perf_counter() - t0:.0f} s on {device}"
+        )
         if args.write:
             torch.save(ours_to_official(model.state_dict()), args.write)
             print(f"wrote {args.write} (official key layout)")
@@ -90,12 +72,16 @@ def main() -> None:
             model = torch.compile(model)
         gpu = device.type == "cuda"
         if gpu:
-            seconds_per_sample(model, args.steps, device, 1, 1)  # warm-up (and compilation)
-        s = seconds_per_sample(model, args.steps, device, args.steps if gpu else args.cpu_steps, 2 if gpu else 1)
+            sampling_seconds(model, args.steps, device, repeats=1, timed_steps=1)  # warm-up (and compilation)
+        s = sampling_seconds(
+            model, args.steps, device, repeats=2 if gpu else 1, timed_steps=args.steps if gpu else args.cpu_steps
+        )
         flops = count_flops(build_config(name))["total"] * args.steps
-        print(f"{name}: {s:.2f} s per {args.steps}-step sample on {torch.cuda.get_device_name() if gpu else 'cpu'}"
-              f"{'' if gpu else f' (from {args.cpu_steps} timed steps)'}, {flops / s / 1e12:.1f} TFLOP/s"
-              + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if gpu else ""))
+        print(
+            f"{name}: {s:.2f} s per {args.steps}-step sample on {torch.cuda.get_device_name() if gpu else 'cpu'}"
+            f"{'' if gpu else f' (from {args.cpu_steps} timed steps)'}, {flops / s / 1e12:.1f} TFLOP/s"
+            + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if gpu else "")
+        )
         del model
         if gpu:
             torch.cuda.empty_cache()

@@ -45,7 +45,9 @@ def main() -> None:
 
     zips = sorted((ROOT / "dist").glob("cp*/world_tracing-*.zip"), key=lambda p: p.stat().st_mtime)
     t0 = time.perf_counter()
-    bpy.ops.extensions.package_install_files(filepath=str(zips[-1]), repo="user_default", enable_on_install=True, overwrite=True)
+    bpy.ops.extensions.package_install_files(
+        filepath=str(zips[-1]), repo="user_default", enable_on_install=True, overwrite=True
+    )
     print(f"install + enable from the zip: {time.perf_counter() - t0:.1f} s")
     scene_mod = sys.modules["bl_ext.user_default.world_tracing.operators.scene"]
     lpm = synthetic_result()

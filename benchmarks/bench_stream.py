@@ -39,9 +39,33 @@ def train_rate(processes: int, steps: int, batch: int, data: str | None) -> floa
     fed by the shards in `data`, or by the torch stream alone when `data` is None."""
     with tempfile.TemporaryDirectory() as tmp:
         source = ["--data", data] if data else ["--stream-fraction", "1"]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", "29561",
-               "-m", "core", "train", *source, "--out", tmp, "--steps", str(steps), "--batch-size", str(batch),
-               "--warmup", "1", "--save-every", str(10 ** 6), "--eval-every", str(10 ** 6), "--device", "cpu"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_port",
+            "29561",
+            "-m",
+            "core",
+            "train",
+            *source,
+            "--out",
+            tmp,
+            "--steps",
+            str(steps),
+            "--batch-size",
+            str(batch),
+            "--warmup",
+            "1",
+            "--save-every",
+            str(10**6),
+            "--eval-every",
+            str(10**6),
+            "--device",
+            "cpu",
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env=env)
         rows = [json.loads(line) for line in (Path(tmp) / "log.jsonl").read_text().splitlines()]
@@ -63,8 +87,11 @@ def main() -> None:
     print(f"trainer fed by the stream alone: {stream_fed:.1f} samples/s (tiny, 1 process on {os.cpu_count()} cores)")
     one = train_rate(1, args.steps, 16, args.data)
     two = train_rate(2, args.steps, 8, args.data)
-    print(f"trainer on shards: 1 process × batch 16: {one:.1f} samples/s; 2 processes (gloo) × batch 8: {two:.1f} samples/s; "
-          f"scaling 1 → 2 processes: ×{two / one:.2f}")
+    print(
+        f"trainer on shards: 1 process × batch 16: {one:.1f} samples/s; "
+        f"2 processes (gloo) × batch 8: {two:.1f} samples/s; "
+        f"scaling 1 → 2 processes: ×{two / one:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ def _generate(args: argparse.Namespace) -> None:
     from .data.generate import GenerateConfig, generate
     from .data.preview import preview_sheet
     from .data.shards import ShardReader
+    from .options import config_from_args
 
-    workers = {"workers": args.workers} if args.workers else {}
-    cfg = GenerateConfig(out=args.out, count=args.count, seed=args.seed, resolution=args.resolution, mode=args.mode,
-                         layers=args.layers, assets=args.assets, shard_size=args.shard_size,
-                         render_samples=args.render_samples, **workers)
+    cfg = config_from_args(GenerateConfig, args)
     n = generate(cfg)
     print(f"wrote {n} samples to {cfg.out}")
     if args.preview:
@@ -26,30 +24,23 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    import json
+    from .options import config_from_args
+    from .train.loop import TrainConfig, train
 
-    from .train import TrainConfig, train
-
-    overrides = json.loads(args.model_overrides) if args.model_overrides else {}
-    cfg = TrainConfig(data=args.data, out=args.out, val=args.val, model=args.model, model_overrides=overrides,
-                      normalization=args.normalization, schedule=args.schedule, steps=args.steps,
-                      batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, eval_every=args.eval_every,
-                      save_every=args.save_every, seed=args.seed, device=args.device,
-                      stream_fraction=args.stream_fraction, stream_bank=args.stream_bank, compile=args.compile)
-    path = train(cfg)
+    path = train(config_from_args(TrainConfig, args))
     print(f"checkpoint: {path}")
 
 
 def _eval(args: argparse.Namespace) -> None:
     import json
 
-    from .checkpoint import load_checkpoint
     from .data.shards import ShardReader
-    from .evaluate import evaluate_model, oracle_and_model_table, prediction_figure
     from .inference import pick_device
+    from .model.loading import load_model
     from .sampling import SampleConfig
+    from .train.evaluate import evaluate_model, oracle_and_model_table, prediction_figure
 
-    model, normalization, _ = load_checkpoint(args.checkpoint, pick_device(args.device))
+    model, normalization, _ = load_model(args.checkpoint, pick_device(args.device))
     reader = ShardReader(args.data)
     indices = list(range(min(args.count, len(reader))))
     metrics = evaluate_model(model, normalization, reader, indices, SampleConfig(steps=args.steps), args.seed)
@@ -57,13 +48,15 @@ def _eval(args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=1))
     if args.figure:
-        prediction_figure(model, normalization, reader, indices[:4], args.figure, SampleConfig(steps=args.steps), args.seed)
+        prediction_figure(
+            model, normalization, reader, indices[:4], args.figure, SampleConfig(steps=args.steps), args.seed
+        )
         print(f"figure: {args.figure}")
 
 
 def _info(args: argparse.Namespace) -> None:
-    from .model import CONFIGS, build_config
-    from .profile import model_summary
+    from .model.cost import model_summary
+    from .model.wtdit import CONFIGS, build_config
 
     for name in args.configs or ["tiny", "small"]:
         if name not in CONFIGS:
@@ -93,21 +86,33 @@ def output_file(text: str) -> Path:
 def _trace(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from .assets import default_checkpoint
     from .imageio import read_image
     from .inference import pick_device, trace_image
+    from .model.loading import load_model
     from .sampling import SampleConfig
-    from .weights import default_checkpoint, load_any_checkpoint
 
     rgba = read_image(args.image)
     device = pick_device(args.device)
-    model, normalization, info = load_any_checkpoint(args.checkpoint or default_checkpoint(), device)
+    model, normalization, card = load_model(args.checkpoint or default_checkpoint(), device)
     cfg = SampleConfig(steps=args.steps, solver=args.solver)
     with tqdm(total=cfg.steps, desc="trace", unit="step") as bar:
-        result = trace_image(model, normalization, rgba, args.mode, cfg, args.seed, args.samples,
-                             on_step=lambda step: bar.update(1), framing=info.get("scene_framing") if args.mode == "scene" else None)
+        result = trace_image(
+            model,
+            normalization,
+            rgba,
+            args.mode,
+            cfg,
+            args.seed,
+            args.samples,
+            on_step=lambda step: bar.update(1),
+            framing=card.scene_framing if args.mode == "scene" else None,
+        )
     result.save(args.out)
-    print(f"wrote {args.out}: {result.num_layers} layers at {result.width}×{result.height}, "
-          f"{int(result.valid.sum())} points, fx={result.intrinsics[0, 0]:.1f}px")
+    print(
+        f"wrote {args.out}: {result.num_layers} layers at {result.width}×{result.height}, "
+        f"{int(result.valid.sum())} points, fx={result.intrinsics[0, 0]:.1f}px"
+    )
 
 
 def _bank(args: argparse.Namespace) -> None:
@@ -120,30 +125,31 @@ def _bank(args: argparse.Namespace) -> None:
 def _convert(args: argparse.Namespace) -> None:
     import torch
 
-    from .official import convert_official
+    from .model.official import convert_official
 
-    info = convert_official(args.checkpoint, args.out, {"bfloat16": torch.bfloat16, "float16": torch.float16,
-                                                          "float32": torch.float32}[args.dtype])
-    print(f"wrote {args.out}: {info['name']} ({info['mode']} model), {Path(args.out).stat().st_size / 1e9:.2f} GB")
+    release = convert_official(
+        args.checkpoint,
+        args.out,
+        {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype],
+    )
+    print(f"wrote {args.out}: official {release}, {Path(args.out).stat().st_size / 1e9:.2f} GB")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.generate import GenerateConfig
+    from .geometry.points import NORMALIZATIONS
+    from .model.wtdit import CONFIGS
+    from .options import add_options
+    from .train.flow import SCHEDULES
+    from .train.loop import TrainConfig
+
     parser = argparse.ArgumentParser(prog="python -m core", description="World Tracing core: data, training, tracing.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="render ground-truth shards in headless Blender")
-    g.add_argument("--out", required=True, help="output folder (resumes if it already holds shards)")
-    g.add_argument("--count", type=int, required=True, help="number of samples")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--resolution", type=int, default=128, help="square image side in pixels")
-    g.add_argument("--mode", choices=["object", "scene"], default="object")
-    g.add_argument("--layers", type=int, default=6, help="ray crossings kept per pixel (1-8)")
-    g.add_argument("--assets", help="folder of .obj/.ply/.glb/.gltf/.blend meshes to mix in")
-    g.add_argument("--workers", type=int, default=0, help="Blender processes (default: CPU cores)")
-    g.add_argument("--shard-size", type=int, default=32)
-    g.add_argument("--render-samples", type=int, default=32, help="Cycles samples per pixel")
+    add_options(g, GenerateConfig, choices={"mode": ("object", "scene")})
     g.add_argument("--preview", action="store_true", help="also write preview.png (RGB and per-layer depth)")
-    g.set_defaults(func=_generate)
+    g.set_defaults(func=_generate, parser=g)
 
     t = sub.add_parser("trace", help="trace an image into a layered point map (.npz)")
     t.add_argument("image", help="PNG or JPEG (alpha = foreground in object mode)")
@@ -151,32 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint", help="model .safetensors (default: the shipped one)")
     t.add_argument("--steps", type=positive_int, default=20, help="sampler steps")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--samples", type=positive_int, default=1, help="samples drawn in one batch (kept as samples_points)")
+    t.add_argument(
+        "--samples", type=positive_int, default=1, help="samples drawn in one batch (kept as samples_points)"
+    )
     t.add_argument("--solver", choices=["euler", "heun"], default="euler")
     t.add_argument("--mode", choices=["object", "scene"], default="object")
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     t.set_defaults(func=_trace)
 
-    r = sub.add_parser("train", help="train WT-DiT on shards (runs under torchrun too)")
-    r.add_argument("--data", nargs="*", default=[], help="training shard folder(s)")
-    r.add_argument("--stream-fraction", type=float, default=0.0, help="share of each batch from the torch stream (1: only)")
-    r.add_argument("--stream-bank", help="mesh bank .npz for the stream (python -m core bank)")
-    r.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
-    r.add_argument("--val", help="held-out shard folder")
-    r.add_argument("--out", required=True, help="run folder (resumes if it holds state.safetensors)")
-    r.add_argument("--model", default="tiny", help="named config")
-    r.add_argument("--model-overrides", help='JSON of config fields, e.g. \'{"num_layers": 6}\'')
-    r.add_argument("--normalization", choices=["zscore", "log_median"], default="zscore")
-    r.add_argument("--schedule", default="mixed", help="mixed, per_layer, shared_mixture or logit_normal (ablation)")
-    r.add_argument("--steps", type=int, default=10000)
-    r.add_argument("--batch-size", type=int, default=16, help="per process")
-    r.add_argument("--lr", type=float, default=1e-3)
-    r.add_argument("--warmup", type=int, default=500)
-    r.add_argument("--eval-every", type=int, default=1000)
-    r.add_argument("--save-every", type=int, default=500)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="auto")
-    r.set_defaults(func=_train)
+    r = sub.add_parser("train", help="train WT-DiT on shards and/or the torch stream (runs under torchrun too)")
+    add_options(
+        r, TrainConfig, choices={"model": CONFIGS, "normalization": NORMALIZATIONS, "schedule": SCHEDULES}, recipe=True
+    )
+    r.set_defaults(func=_train, parser=r)
 
     e = sub.add_parser("eval", help="metrics of a checkpoint on held-out shards")
     e.add_argument("--checkpoint", required=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a temporary binary file next to `path`, then rename it onto `path`.
 
     The temporary file is opened with `open` (not `mkstemp`) so the result gets the usual

@@ -14,14 +14,15 @@ import os
 import numpy as np
 
 from .atomic import write_atomic
+from .geometry.meshing import GridMesh, layered_to_meshes
 from .layered import LayeredPointMap
-from .meshing import GridMesh, layered_to_meshes
 
 _PLY_TYPES = {"f4": "float", "u1": "uchar", "i4": "int"}
 
 
-def ply_vertex_table(points: np.ndarray, colors: np.ndarray, layer: np.ndarray, pixel: np.ndarray,
-                     uvs: np.ndarray | None = None) -> np.ndarray:
+def ply_vertex_table(
+    points: np.ndarray, colors: np.ndarray, layer: np.ndarray, pixel: np.ndarray, uvs: np.ndarray | None = None
+) -> np.ndarray:
     """(N,) little-endian structured array: x y z [s t] red green blue wt_layer wt_pixel.
 
     points: (N, 3) float; colors: (N, 3) uint8; layer, pixel: (N,) int; uvs: optional (N, 2).
@@ -41,22 +42,26 @@ def ply_vertex_table(points: np.ndarray, colors: np.ndarray, layer: np.ndarray, 
 
 def write_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray | None = None) -> None:
     """Binary little-endian PLY of a vertex table (see `ply_vertex_table`) and optional (F, 3) triangles."""
-    header = ["ply", "format binary_little_endian 1.0",
-              "comment World Tracing, OpenCV camera space (x right, y down, z forward)",
-              f"element vertex {len(vertices)}"]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment World Tracing, OpenCV camera space (x right, y down, z forward)",
+        f"element vertex {len(vertices)}",
+    ]
     header += [f"property {_PLY_TYPES[vertices.dtype[name].str[1:]]} {name}" for name in vertices.dtype.names]
-    blocks = [np.ascontiguousarray(vertices)]
+    blocks: list[bytes] = [np.ascontiguousarray(vertices).tobytes()]
     if faces is not None:
         tris = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
         tris["n"], tris["v"] = 3, faces
         header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
-        blocks.append(tris)
+        blocks.append(tris.tobytes())
     header.append("end_header\n")
     write_atomic(path, lambda f: f.writelines(["\n".join(header).encode("ascii"), *blocks]))
 
 
-def write_ply_points(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray, layer: np.ndarray,
-                     pixel: np.ndarray) -> None:
+def write_ply_points(
+    path: str | os.PathLike, points: np.ndarray, colors: np.ndarray, layer: np.ndarray, pixel: np.ndarray
+) -> None:
     """Point cloud PLY: x y z (float), red green blue (uchar), wt_layer wt_pixel (int).
 
     points: (N, 3); colors: (N, 3) uint8; layer, pixel: (N,) int.
@@ -101,8 +106,12 @@ def mesh_to_obj_text(mesh: GridMesh, colors: np.ndarray, offset: int = 0) -> str
     """
     v = np.concatenate([mesh.vertices, colors / 255.0], axis=1)
     f = np.repeat(mesh.faces.astype(np.int64) + offset + 1, 2, axis=1)  # (F, 6): v/vt pairs
-    return (f"o wt_layer_{mesh.layer}\n" + _format_rows("v %.7g %.7g %.7g %.4g %.4g %.4g\n", v)
-            + _format_rows("vt %.7g %.7g\n", mesh.uvs) + _format_rows("f %d/%d %d/%d %d/%d\n", f))
+    return (
+        f"o wt_layer_{mesh.layer}\n"
+        + _format_rows("v %.7g %.7g %.7g %.4g %.4g %.4g\n", v)
+        + _format_rows("vt %.7g %.7g\n", mesh.uvs)
+        + _format_rows("f %d/%d %d/%d %d/%d\n", f)
+    )
 
 
 def export_meshes_obj(lpm: LayeredPointMap, path: str | os.PathLike, max_rel_jump: float = 0.05) -> None:

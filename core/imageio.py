@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-BACKGROUND = (128, 128, 128)  # grey behind the foreground, as in training (shards.BACKGROUND = 0.5)
+BACKGROUND = (128, 128, 128)  # grey behind the foreground (the released object model's), in tracing and training alike
 MIN_SIDE = 16  # pixels
 MAX_PIXELS = 4096 * 4096  # the output holds L points per pixel; larger images should be downscaled first
 
@@ -28,11 +28,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as im:
             width, height = im.size
             if width * height > MAX_PIXELS:
-                raise ImageError(f"{path}: {width}×{height} is {width * height / 1e6:.0f} MP; the limit is "
-                                 f"{MAX_PIXELS / 1e6:.0f} MP (the output holds several points per pixel) — downscale it first")
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            rgba = _to_rgba(im)
+                raise ImageError(
+                    f"{path}: {width}×{height} is {width * height / 1e6:.0f} MP; the limit is "
+                    f"{MAX_PIXELS / 1e6:.0f} MP (the output holds several points per pixel) — downscale it first"
+                )
+            upright = ImageOps.exif_transpose(im)
+            upright.load()
+            rgba = _to_rgba(upright)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:  # more than twice Pillow's own pixel limit, refused unread
@@ -40,7 +42,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: not a readable image ({e})") from None
     if min(rgba.shape[:2]) < MIN_SIDE:
-        raise ImageError(f"{path}: {rgba.shape[1]}×{rgba.shape[0]} is too small; at least {MIN_SIDE}×{MIN_SIDE} pixels are needed")
+        raise ImageError(
+            f"{path}: {rgba.shape[1]}×{rgba.shape[0]} is too small; at least {MIN_SIDE}×{MIN_SIDE} pixels are needed"
+        )
     return rgba
 
 
@@ -106,8 +110,13 @@ def square_around_foreground(foreground: np.ndarray, fill: float = 2 / 3) -> tup
     return round(cy - side / 2), round(cx - side / 2), side
 
 
-def prepare_image(rgba: np.ndarray, size: int, mode: str = "object", background: tuple[int, int, int] = BACKGROUND,
-                  framing: str = "crop") -> PreparedImage:
+def prepare_image(
+    rgba: np.ndarray,
+    size: int,
+    mode: str = "object",
+    background: tuple[int, int, int] = BACKGROUND,
+    framing: str = "crop",
+) -> PreparedImage:
     """Composite the foreground on `background` and frame it in a size×size square (RGB bilinear,
     mask nearest). Framing: "crop" a square centred on the foreground (objects, as the released
     object model), "letterbox" the whole image (padding is background), or "stretch" it (aspect not
@@ -118,10 +127,14 @@ def prepare_image(rgba: np.ndarray, size: int, mode: str = "object", background:
         raise ValueError(f"framing must be one of {FRAMINGS}, got {framing!r}")
     fg = foreground_mask(rgba, mode)
     if not fg.any():
-        raise ImageError("the image has no foreground (fully transparent, or all background); "
-                         "give an object with alpha, or use scene mode")
+        raise ImageError(
+            "the image has no foreground (fully transparent, or all background); "
+            "give an object with alpha, or use scene mode"
+        )
     a = (rgba[..., 3:4].astype(np.float32) / 255.0) if rgba[..., 3].min() < 255 else fg[..., None].astype(np.float32)
-    rgb = np.clip(rgba[..., :3].astype(np.float32) * a + np.asarray(background, np.float32) * (1 - a) + 0.5, 0, 255).astype(np.uint8)
+    rgb = np.clip(
+        rgba[..., :3].astype(np.float32) * a + np.asarray(background, np.float32) * (1 - a) + 0.5, 0, 255
+    ).astype(np.uint8)
     H, W = fg.shape
     if framing == "stretch":
         top, left, height, width = 0, 0, H, W
@@ -134,11 +147,14 @@ def prepare_image(rgba: np.ndarray, size: int, mode: str = "object", background:
     canvas = np.empty((height, width, 3), dtype=np.uint8)
     canvas[:] = background
     mask = np.zeros((height, width), dtype=bool)
-    src = np.s_[max(top, 0):min(top + height, H), max(left, 0):min(left + width, W)]
-    dst = np.s_[max(-top, 0):max(-top, 0) + (src[0].stop - src[0].start), max(-left, 0):max(-left, 0) + (src[1].stop - src[1].start)]
+    src = np.s_[max(top, 0) : min(top + height, H), max(left, 0) : min(left + width, W)]
+    dst = np.s_[
+        max(-top, 0) : max(-top, 0) + (src[0].stop - src[0].start),
+        max(-left, 0) : max(-left, 0) + (src[1].stop - src[1].start),
+    ]
     canvas[dst], mask[dst] = rgb[src], fg[src]
-    image = np.array(Image.fromarray(canvas).resize((size, size), Image.BILINEAR))
-    mask = np.array(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+    image = np.array(Image.fromarray(canvas).resize((size, size), Image.Resampling.BILINEAR))
+    mask = np.array(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
     if not mask.any():
         raise ImageError("the foreground is too small to survive resizing to the model's resolution")
     sx, sy = size / width, size / height

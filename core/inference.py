@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .camera import make_intrinsics, points_to_intrinsics
-from .geometry import PointNormalization, collapsed_layers_to_valid, pixel_rays
+from .geometry.camera import make_intrinsics, points_to_intrinsics
+from .geometry.points import PointNormalization, collapsed_layers_to_valid, pixel_rays
 from .imageio import BACKGROUND, ImageBox, foreground_mask, prepare_image
 from .layered import LayeredPointMap
-from .model import WTDiT
-from .sampling import SampleConfig, SamplerStep, initial_noise, sample_steps
+from .model.wtdit import WTDiT
+from .sampling import DEFAULT_SAMPLING, SampleConfig, SamplerStep, initial_noise, sample_steps
 
 COLLAPSE_GAP = 0.01  # a layer counts when it lies this fraction of its depth behind the previous one
 
@@ -69,9 +69,15 @@ class Prediction:
     valid: torch.Tensor
 
 
-def predict(model: WTDiT, normalization: PointNormalization, image: torch.Tensor, foreground: torch.Tensor,
-            cfg: SampleConfig = SampleConfig(), seed: int = 0,
-            on_step: Callable[[SamplerStep], None] | None = None) -> Prediction:
+def predict(
+    model: WTDiT,
+    normalization: PointNormalization,
+    image: torch.Tensor,
+    foreground: torch.Tensor,
+    cfg: SampleConfig = DEFAULT_SAMPLING,
+    seed: int = 0,
+    on_step: Callable[[SamplerStep], None] | None = None,
+) -> Prediction:
     """Sample layered geometry for square images at the model's resolution.
 
     image [B, 3, H, W] in [0, 1] (background already painted), foreground [B, H, W] bool.
@@ -96,9 +102,17 @@ def predict(model: WTDiT, normalization: PointNormalization, image: torch.Tensor
     return Prediction(points * valid[..., None], valid)
 
 
-def trace_image(model: WTDiT, normalization: PointNormalization, rgba: np.ndarray, mode: str = "object",
-                cfg: SampleConfig = SampleConfig(), seed: int = 0, samples: int = 1,
-                on_step: Callable[[SamplerStep], None] | None = None, framing: str | None = None) -> LayeredPointMap:
+def trace_image(
+    model: WTDiT,
+    normalization: PointNormalization,
+    rgba: np.ndarray,
+    mode: str = "object",
+    cfg: SampleConfig = DEFAULT_SAMPLING,
+    seed: int = 0,
+    samples: int = 1,
+    on_step: Callable[[SamplerStep], None] | None = None,
+    framing: str | None = None,
+) -> LayeredPointMap:
     """Trace one RGBA image (H, W, 4) uint8 of any size into a layered point map at H×W.
 
     mode "object": alpha (or a keyed plain background) is the foreground, composited on grey and
@@ -133,7 +147,7 @@ def intrinsics_in_input(points: np.ndarray, valid: np.ndarray, box: ImageBox) ->
         k = np.zeros((3, 3))
     if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
         S = valid.shape[0]
-        warnings.warn("layer 0 gives no usable camera; using the default field of view (54°)")
+        warnings.warn("layer 0 gives no usable camera; using the default field of view (54°)", stacklevel=2)
         k = make_intrinsics(500.0 * S / 512, 500.0 * S / 512, S / 2, S / 2).astype(np.float64)
     k[0, 0], k[1, 1] = k[0, 0] / box.scale_x, k[1, 1] / box.scale_y
     k[0, 2], k[1, 2] = (k[0, 2] - box.offset_x) / box.scale_x, (k[1, 2] - box.offset_y) / box.scale_y
@@ -148,7 +162,7 @@ def nearest_foreground_index(foreground: np.ndarray, reach: int = 4) -> np.ndarr
         grown = index.copy()
         for axis, step in ((0, 1), (0, -1), (1, 1), (1, -1)):
             neighbour = np.roll(index, step, axis=axis)
-            edge = [slice(None), slice(None)]
+            edge: list[int | slice] = [slice(None), slice(None)]
             edge[axis] = 0 if step == 1 else -1
             neighbour[tuple(edge)] = -1  # no wrap-around
             grown = np.where((grown < 0) & (neighbour >= 0), neighbour, grown)
@@ -156,8 +170,9 @@ def nearest_foreground_index(foreground: np.ndarray, reach: int = 4) -> np.ndarr
     return index
 
 
-def restore_layers(points: torch.Tensor, valid: torch.Tensor, box: ImageBox, intrinsics: np.ndarray,
-                   foreground: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def restore_layers(
+    points: torch.Tensor, valid: torch.Tensor, box: ImageBox, intrinsics: np.ndarray, foreground: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Model-resolution layers [K, L, S, S, 3] → input resolution [K, L, H, W, 3].
 
     Layer 0 is valid exactly on the input's own `foreground` (H, W); each of its pixels takes depth

@@ -23,6 +23,23 @@ REQUIRED_KEYS = {
 }
 
 
+#: One colour per layer (RGB in [0, 1], repeating after 8), wherever layers are told apart by colour:
+#: the figures, and the tint of hidden layers in Blender (where layer 0 shows the image itself).
+LAYER_COLOURS = np.array(
+    [
+        [0.15, 0.15, 0.15],
+        [0.35, 0.6, 1.0],
+        [1.0, 0.45, 0.3],
+        [0.4, 1.0, 0.45],
+        [1.0, 0.9, 0.3],
+        [0.8, 0.4, 1.0],
+        [0.3, 1.0, 1.0],
+        [1.0, 0.5, 0.8],
+    ],
+    dtype=np.float32,
+)
+
+
 class LayeredFileError(ValueError):
     """A layered point map (in memory or on disk) does not follow the format."""
 
@@ -90,7 +107,9 @@ class LayeredPointMap:
         for key, (dtype, ndim) in REQUIRED_KEYS.items():
             a = arrays[key]
             if a.dtype != dtype or a.ndim != ndim:
-                raise LayeredFileError(f"{path}: '{key}' must be {np.dtype(dtype).name} with {ndim} dims, got {a.dtype} {a.shape}")
+                raise LayeredFileError(
+                    f"{path}: '{key}' must be {np.dtype(dtype).name} with {ndim} dims, got {a.dtype} {a.shape}"
+                )
         try:
             return cls(**{k: arrays.pop(k) for k in REQUIRED_KEYS}, extras=arrays)
         except LayeredFileError as e:
@@ -113,4 +132,6 @@ def check_arrays(points: np.ndarray, valid: np.ndarray, intrinsics: np.ndarray, 
     if not np.all(np.isfinite(points[valid])):
         raise LayeredFileError("points hold NaN or inf at valid pixels")
     if np.any(valid[1:] & ~valid[:-1]):
-        raise LayeredFileError("a layer is valid where the layer before it is not (layers must be filled front to back)")
+        raise LayeredFileError(
+            "a layer is valid where the layer before it is not (layers must be filled front to back)"
+        )

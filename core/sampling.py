@@ -30,6 +30,9 @@ class SampleConfig:
             raise ValueError(f"solver must be 'euler' or 'heun', got {self.solver!r}")
 
 
+DEFAULT_SAMPLING = SampleConfig()  # 20 Euler steps (the released sampler's default)
+
+
 @dataclass
 class SamplerStep:
     """State after `step` of `total` steps: current time, state x_t and the model's latest x̂0."""
@@ -50,8 +53,16 @@ def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
 Generators = torch.Generator | Sequence[torch.Generator] | None  # one for the batch, or one per sample
 
 
-def initial_noise(batch: int, frames: int, layers: int, height: int, width: int, correlation: float = 0.0,
-                  generator: Generators = None, device: torch.device | str = "cpu") -> torch.Tensor:
+def initial_noise(
+    batch: int,
+    frames: int,
+    layers: int,
+    height: int,
+    width: int,
+    correlation: float = 0.0,
+    generator: Generators = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """N(0, 1) noise [B, V, H, W, 3] (V = frames·layers) drawn in the released models' order.
 
     Independent frames draw randn(B, 3, V, H, W); correlated frames draw shared [B, 1, Q, 3] then
@@ -67,7 +78,7 @@ def initial_noise(batch: int, frames: int, layers: int, height: int, width: int,
     q = layers * height * width
     shared = torch.randn(batch, 1, q, 3, generator=generator, device=device)
     indep = torch.randn(batch, frames, q, 3, generator=generator, device=device)
-    noise = correlation ** 0.5 * shared + (1 - correlation) ** 0.5 * indep
+    noise = correlation**0.5 * shared + (1 - correlation) ** 0.5 * indep
     return noise.reshape(batch, V, height, width, 3)
 
 
@@ -75,15 +86,21 @@ def fill_noise(like: torch.Tensor, generator: Generators = None) -> torch.Tensor
     """Fresh N(0, 1) noise shaped like the state [B, V, H, W, 3], drawn channel-major as the
     released sampler does (so seeded CPU runs reproduce its samples)."""
     if isinstance(generator, Sequence):
-        return torch.cat([fill_noise(like[k:k + 1], g) for k, g in enumerate(generator)])
+        return torch.cat([fill_noise(like[k : k + 1], g) for k, g in enumerate(generator)])
     B = like.shape[0]
     n = torch.empty(B, 3, like[0, ..., 0].numel(), device=like.device, dtype=like.dtype)
     return n.transpose(1, 2).normal_(generator=generator).reshape(like.shape)
 
 
-def sample_steps(model: Model, image: torch.Tensor, noise: torch.Tensor, cfg: SampleConfig = SampleConfig(),
-                 valid: torch.Tensor | None = None, generator: Generators = None,
-                 fill_draws: Sequence[torch.Tensor] | None = None) -> Iterator[SamplerStep]:
+def sample_steps(
+    model: Model,
+    image: torch.Tensor,
+    noise: torch.Tensor,
+    cfg: SampleConfig = DEFAULT_SAMPLING,
+    valid: torch.Tensor | None = None,
+    generator: Generators = None,
+    fill_draws: Sequence[torch.Tensor] | None = None,
+) -> Iterator[SamplerStep]:
     """Integrate the flow ODE, yielding after every step.
 
     image: as the model takes it; noise: [B, V, H, W, 3] initial state at t = 1.
@@ -114,12 +131,3 @@ def sample_steps(model: Model, image: torch.Tensor, noise: torch.Tensor, cfg: Sa
             x_next = x - (t - t_next) * 0.5 * (v + v2)
         x = x_next
         yield SamplerStep(i + 1, cfg.steps, t_next, x, x0)
-
-
-def sample(model: Model, image: torch.Tensor, noise: torch.Tensor, cfg: SampleConfig = SampleConfig(),
-           valid: torch.Tensor | None = None, generator: Generators = None) -> torch.Tensor:
-    """Run `sample_steps` to the end; returns the final state [B, V, H, W, 3] (t = 0)."""
-    x = noise
-    for step in sample_steps(model, image, noise, cfg, valid, generator):
-        x = step.x
-    return x

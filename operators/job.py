@@ -75,17 +75,20 @@ def file_identity(path: str) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def load_model_cached(checkpoint: str, device_name: str):
-    """(model, normalisation, info) for a checkpoint, loaded once per (file version, device)."""
+def load_model_cached(checkpoint: str, device_name: str) -> tuple:
+    """(model, normalisation, card) for a checkpoint, loaded once per (file version, device); the
+    panel's model card is filled in from the same read."""
     from ..core.inference import pick_device
-    from ..core.weights import load_any_checkpoint
+    from ..core.model.loading import load_model
 
     device = pick_device(device_name)
-    key = (checkpoint, file_identity(checkpoint), str(device))
+    identity = file_identity(checkpoint)
+    key = (checkpoint, identity, str(device))
     with _model_lock:
         if key not in _model_cache:
             _model_cache.clear()  # one model in memory at a time
-            _model_cache[key] = load_any_checkpoint(checkpoint, device)
+            _model_cache[key] = load_model(checkpoint, device)
+            _cards[checkpoint] = (identity, timed_card(_model_cache[key][2], str(device)))
         return _model_cache[key]
 
 
@@ -104,12 +107,12 @@ def release_models() -> None:
             torch.cuda.empty_cache()
 
 
-_cards: dict[str, tuple[tuple, dict]] = {}  # path → (file identity, describe_checkpoint() + timing device)
+_cards: dict[str, tuple[tuple, dict]] = {}  # path → (file identity, the panel's card of that file)
 
 
 def model_card(checkpoint: str) -> dict | None:
     """What is known about a checkpoint (name, mode, resolution, time per step), if this version of
-    the file was checked already."""
+    the file was checked or loaded already."""
     known = _cards.get(checkpoint)
     try:
         return known[1] if known and known[0] == file_identity(checkpoint) else None
@@ -117,17 +120,30 @@ def model_card(checkpoint: str) -> dict | None:
         return None
 
 
-def check_model(checkpoint: str, device_name: str) -> dict:
-    """Describe a checkpoint and estimate one sampler step's time on the chosen device from its FLOPs
-    and a measured matmul rate (no weights loaded)."""
-    from ..core.inference import pick_device
-    from ..core.profile import estimate_seconds
-    from ..core.weights import describe_checkpoint
+def timed_card(card, device: str) -> dict:
+    """The panel's card: a ModelCard's facts plus the device and one sampler step's estimated time
+    there (from its FLOPs and a measured matmul rate)."""
+    from ..core.model.cost import estimate_seconds
 
-    card = describe_checkpoint(checkpoint)
-    device = str(pick_device(device_name))
-    card.update(device=device, seconds_per_step=estimate_seconds(card["forward_flops"], 1, device))
-    _cards[checkpoint] = (file_identity(checkpoint), card)
+    return {
+        "name": card.name,
+        "mode": card.mode,
+        "image_size": card.image_size,
+        "layers": card.layers,
+        "parameters": card.parameters,
+        "device": device,
+        "seconds_per_step": estimate_seconds(card.forward_flops, 1, device),
+    }
+
+
+def check_model(checkpoint: str, device_name: str) -> dict:
+    """The panel's card of a checkpoint from its tensor shapes (no weights loaded)."""
+    from ..core.inference import pick_device
+    from ..core.model.loading import describe_model
+
+    identity = file_identity(checkpoint)
+    card = timed_card(describe_model(checkpoint), str(pick_device(device_name)))
+    _cards[checkpoint] = (identity, card)
     return card
 
 
@@ -139,9 +155,7 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
     progress.stage = "reading image"
     rgba = request.pixels if request.pixels is not None else read_image(request.image_path)
     progress.stage = "loading model"
-    model, normalization, info = load_model_cached(request.checkpoint, request.device)
-    if model_card(request.checkpoint) is None:
-        check_model(request.checkpoint, request.device)
+    model, normalization, card = load_model_cached(request.checkpoint, request.device)
     if cancel.is_set():
         raise Cancelled()
     cfg = SampleConfig(steps=request.steps)
@@ -153,8 +167,10 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
             raise TraceCancelled()
 
     try:
-        framing = info.get("scene_framing") if request.mode == "scene" else None
-        return trace_image(model, normalization, rgba, request.mode, cfg, request.seed, request.samples, on_step, framing)
+        framing = card.scene_framing if request.mode == "scene" else None
+        return trace_image(
+            model, normalization, rgba, request.mode, cfg, request.seed, request.samples, on_step, framing
+        )
     except TraceCancelled:
         raise Cancelled() from None
 
@@ -162,8 +178,9 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
 class TraceJob:
     """A trace running (or finished) in a worker thread; `poll` is called on the main thread."""
 
-    def __init__(self, request: TraceRequest, on_done: Callable, on_error: Callable[[str], None],
-                 on_cancel: Callable[[], None]):
+    def __init__(
+        self, request: TraceRequest, on_done: Callable, on_error: Callable[[str], None], on_cancel: Callable[[], None]
+    ):
         self.request = request
         self.progress = Progress()
         self.cancel_event = threading.Event()

@@ -88,21 +88,28 @@ def selected_checkpoint(context) -> str:
     prefs = preferences(context)
     if prefs.checkpoint:
         return bpy.path.abspath(prefs.checkpoint)
-    from ..core.weights import default_checkpoint
+    from ..core.assets import default_checkpoint
 
     return str(default_checkpoint())
 
 
-def make_request(context, seed: int, filepath: str = "",
-                 image: bpy.types.Image | None = None) -> tuple[TraceRequest, str, bpy.types.Image | None]:
+def make_request(
+    context, seed: int, filepath: str = "", image: bpy.types.Image | None = None
+) -> tuple[TraceRequest, str, bpy.types.Image | None]:
     """(request, name stem for the result, Blender image to show on it) from the panel and preferences.
 
     The input is `filepath`, else `image`, else the panel's image, else the one in an Image Editor.
     A file Pillow cannot read but Blender can is decoded by Blender here (main thread).
     """
     settings, prefs = context.scene.world_tracing, preferences(context)
-    request = TraceRequest(checkpoint=selected_checkpoint(context), device=prefs.device, mode=settings.mode,
-                           steps=settings.steps, seed=seed, samples=settings.samples)
+    request = TraceRequest(
+        checkpoint=selected_checkpoint(context),
+        device=prefs.device,
+        mode=settings.mode,
+        steps=settings.steps,
+        seed=seed,
+        samples=settings.samples,
+    )
     if filepath:
         request.image_path = bpy.path.abspath(filepath)
         request.label = stem = Path(request.image_path).stem

@@ -16,15 +16,13 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
-from ..core.camera import blender_camera_to_intrinsics, intrinsics_to_blender_camera
-from ..core.layered import LayeredPointMap
-from ..core.meshing import layer_to_grid_mesh
+from ..core.geometry.camera import blender_camera_to_intrinsics, intrinsics_to_blender_camera
+from ..core.geometry.meshing import layer_to_grid_mesh
+from ..core.layered import LAYER_COLOURS, LayeredPointMap
 
 PREFIX = "WT"
 POINTS_GROUP = "WT Mesh to Points"
 POINTS_MATERIAL = "WT Points"  # shared by every point cloud: colour from the wt_color attribute
-LAYER_TINTS = np.array([[1.0, 1.0, 1.0], [0.35, 0.6, 1.0], [1.0, 0.45, 0.3], [0.4, 1.0, 0.45],
-                        [1.0, 0.9, 0.3], [0.8, 0.4, 1.0], [0.3, 1.0, 1.0], [1.0, 0.5, 0.8]], dtype=np.float32)
 TINT_STRENGTH = 0.55  # hidden layers: how far their colour moves toward the layer's tint
 
 
@@ -57,6 +55,7 @@ def result_name(source: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # Data blocks
 # ----------------------------------------------------------------------------------------------
+
 
 def image_from_array(name: str, rgb: np.ndarray) -> bpy.types.Image:
     """A packed Blender image from (H, W, 3) uint8 (top row first)."""
@@ -141,7 +140,8 @@ def new_points_node_group() -> bpy.types.NodeTree:
 
 
 def set_point_attributes(mesh: bpy.types.Mesh, layer: int, pixels: np.ndarray, colors: np.ndarray) -> None:
-    """wt_layer, wt_pixel (INT) and wt_color (FLOAT_COLOR; `colors` are sRGB in [0, 1], stored linear) on every vertex."""
+    """wt_layer, wt_pixel (INT) and wt_color (FLOAT_COLOR; `colors` are sRGB in [0, 1], stored linear)
+    on every vertex."""
     n = len(pixels)
     mesh.attributes.new("wt_layer", "INT", "POINT").data.foreach_set("value", np.full(n, layer, np.int32))
     mesh.attributes.new("wt_pixel", "INT", "POINT").data.foreach_set("value", pixels.astype(np.int32))
@@ -153,7 +153,7 @@ def layer_colors(lpm: LayeredPointMap, layer: int, pixels: np.ndarray) -> np.nda
     """(N, 3) float colours of a layer's pixels: the image, tinted for hidden layers."""
     rgb = lpm.image.reshape(-1, 3)[pixels].astype(np.float32) / 255.0
     if layer > 0:
-        rgb = rgb * (1 - TINT_STRENGTH) + LAYER_TINTS[layer % len(LAYER_TINTS)] * TINT_STRENGTH
+        rgb = rgb * (1 - TINT_STRENGTH) + LAYER_COLOURS[layer % len(LAYER_COLOURS)] * TINT_STRENGTH
     return rgb
 
 
@@ -200,6 +200,7 @@ def mesh_object(name: str, lpm: LayeredPointMap, layer: int, max_rel_jump: float
 # Cameras
 # ----------------------------------------------------------------------------------------------
 
+
 def matched_camera(name: str, lpm: LayeredPointMap, image: bpy.types.Image) -> bpy.types.Object:
     """Camera at the origin looking along +Y reproducing the intrinsics, with the image as background."""
     cam = intrinsics_to_blender_camera(lpm.intrinsics, lpm.width, lpm.height)
@@ -217,8 +218,9 @@ def matched_camera(name: str, lpm: LayeredPointMap, image: bpy.types.Image) -> b
     return obj
 
 
-def orbit_camera(name: str, source: bpy.types.Object, target: np.ndarray, swing_deg: float = 35.0,
-                 frames: int = 48) -> tuple[bpy.types.Object, bpy.types.Object]:
+def orbit_camera(
+    name: str, source: bpy.types.Object, target: np.ndarray, swing_deg: float = 35.0, frames: int = 48
+) -> tuple[bpy.types.Object, bpy.types.Object]:
     """A pivot at `target` and a camera on it that swings ±swing_deg around the result over `frames`."""
     pivot = bpy.data.objects.new(f"{name} pivot", None)
     pivot.empty_display_type = "SPHERE"
@@ -242,6 +244,7 @@ def orbit_camera(name: str, source: bpy.types.Object, target: np.ndarray, swing_
 # ----------------------------------------------------------------------------------------------
 # Results: create, replace, read back
 # ----------------------------------------------------------------------------------------------
+
 
 def remove_result(collection: bpy.types.Collection) -> None:
     """Delete a result collection with its objects and every data block only it used."""
@@ -279,12 +282,18 @@ def rename_result(collection: bpy.types.Collection, old: str, new: str) -> None:
             blocks.extend(m for m in getattr(obj.data, "materials", []) if m is not None)
     for block in blocks:
         if block.name.startswith(old):
-            block.name = new + block.name[len(old):]
+            block.name = new + block.name[len(old) :]
 
 
-def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, options: BuildOptions,
-                 image: bpy.types.Image | None = None, properties: dict | None = None,
-                 replace: bpy.types.Collection | None = None) -> bpy.types.Collection:
+def build_result(
+    scene: bpy.types.Scene,
+    lpm: LayeredPointMap,
+    name: str,
+    options: BuildOptions,
+    image: bpy.types.Image | None = None,
+    properties: dict | None = None,
+    replace: bpy.types.Collection | None = None,
+) -> bpy.types.Collection:
     """Create the result collection `name` (a new name: see `result_name`), or rebuild `replace` in place
     (same name and result id: Resample, sample flips).
 
@@ -310,7 +319,7 @@ def build_result(scene: bpy.types.Scene, lpm: LayeredPointMap, name: str, option
         collection.objects.link(camera)
         layers = [k for k in (options.layers or range(lpm.num_layers)) if k < lpm.num_layers and lpm.valid[k].any()]
         for k in layers:
-            tint = None if k == 0 else LAYER_TINTS[k % len(LAYER_TINTS)]
+            tint = None if k == 0 else LAYER_COLOURS[k % len(LAYER_COLOURS)]
             if options.output in ("POINTS", "BOTH"):
                 collection.objects.link(points_object(f"{name} points L{k}", lpm, k, options.point_size))
             if options.output in ("MESHES", "BOTH"):
@@ -373,8 +382,9 @@ def layered_from_result(collection: bpy.types.Collection) -> LayeredPointMap:
     rgb = (rgba.reshape(H, W, 4)[::-1, :, :3] * 255.0 + 0.5).astype(np.uint8)
     d = camera.data
     aspect_x, aspect_y = (float(v) for v in collection["wt_pixel_aspect"])
-    intrinsics = blender_camera_to_intrinsics(d.lens, d.sensor_width, d.sensor_height, d.sensor_fit, d.shift_x, d.shift_y,
-                                              W, H, aspect_x, aspect_y)
+    intrinsics = blender_camera_to_intrinsics(
+        d.lens, d.sensor_width, d.sensor_height, d.sensor_fit, d.shift_x, d.shift_y, W, H, aspect_x, aspect_y
+    )
     world_to_camera = np.array(camera.matrix_world.inverted(), dtype=np.float64)
     layers = result_layers(collection)
     L = max(layers) + 1 if layers else 1

@@ -40,7 +40,9 @@ def redraw() -> None:
 def push_undo(message: str) -> None:
     """One undo step for a change made outside an operator's own execute (timers, async results)."""
     windows = getattr(bpy.context.window_manager, "windows", [])
-    override = bpy.context.temp_override(window=windows[0]) if len(windows) and bpy.context.window is None else nullcontext()
+    override = (
+        bpy.context.temp_override(window=windows[0]) if len(windows) and bpy.context.window is None else nullcontext()
+    )
     with override:
         bpy.ops.ed.undo_push(message=message)
 
@@ -51,23 +53,34 @@ def find_result(result_id: str) -> bpy.types.Collection | None:
 
 
 def build_options(settings) -> BuildOptions:
-    return BuildOptions(output=settings.output, layers=tuple(range(settings.layers)),
-                        max_rel_jump=settings.max_rel_jump, point_size=settings.point_size)
+    return BuildOptions(
+        output=settings.output,
+        layers=tuple(range(settings.layers)),
+        max_rel_jump=settings.max_rel_jump,
+        point_size=settings.point_size,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # The trace: start, deliver, stop
 # ----------------------------------------------------------------------------------------------
 
-def finish(scene_name: str, stem: str, request: TraceRequest, image, lpm: LayeredPointMap, started: float,
-           replace_id: str) -> None:
+
+def finish(
+    scene_name: str, stem: str, request: TraceRequest, image, lpm: LayeredPointMap, started: float, replace_id: str
+) -> None:
     """Main thread: turn a traced map into a result collection (a new one, or `replace_id` rebuilt in
     place), select it in the panel and push an undo step."""
     scene = bpy.data.scenes[scene_name]
     settings = scene.world_tracing
-    properties = {"wt_source": request.image_path, "wt_seed": request.seed, "wt_steps": request.steps,
-                  "wt_mode": request.mode, "wt_samples": request.samples,
-                  "wt_model": bpy.path.basename(request.checkpoint)}
+    properties = {
+        "wt_source": request.image_path,
+        "wt_seed": request.seed,
+        "wt_steps": request.steps,
+        "wt_mode": request.mode,
+        "wt_samples": request.samples,
+        "wt_model": bpy.path.basename(request.checkpoint),
+    }
     replace = find_result(replace_id)
     t0 = time.perf_counter()
     collection = build_result(scene, lpm, result_name(stem), build_options(settings), image, properties, replace)
@@ -77,8 +90,11 @@ def finish(scene_name: str, stem: str, request: TraceRequest, image, lpm: Layere
     for k in range(len(settings.show_layers)):
         settings.show_layers[k] = True
     push_undo("Resample" if replace is not None else "Trace Image")
-    tell("INFO", f"traced {stem}: {int(lpm.valid.sum())} points in {lpm.num_layers} layers "
-                 f"({time.monotonic() - started:.1f} s, scene built in {time.perf_counter() - t0:.2f} s)")
+    tell(
+        "INFO",
+        f"traced {stem}: {int(lpm.valid.sum())} points in {lpm.num_layers} layers "
+        f"({time.monotonic() - started:.1f} s, scene built in {time.perf_counter() - t0:.2f} s)",
+    )
 
 
 def new_job(context, request: TraceRequest, stem: str, image, replace_id: str = "") -> TraceJob:
@@ -146,6 +162,7 @@ def run_from_operator(operator, context, request: TraceRequest, stem: str, image
 # Samples
 # ----------------------------------------------------------------------------------------------
 
+
 def result_samples(collection: bpy.types.Collection | None) -> LayeredPointMap | None:
     """The traced map (with every sample) behind a result, if it is still in memory."""
     return state.samples.get(collection.get("wt_result_id", "")) if collection is not None else None
@@ -158,12 +175,15 @@ def sample_count(collection: bpy.types.Collection | None) -> int:
 
 def sample_map(lpm: LayeredPointMap, index: int) -> LayeredPointMap:
     """Sample `index` of a traced map as a map of its own."""
-    return LayeredPointMap(lpm.extras["samples_points"][index], lpm.extras["samples_valid"][index], lpm.intrinsics, lpm.image)
+    return LayeredPointMap(
+        lpm.extras["samples_points"][index], lpm.extras["samples_valid"][index], lpm.intrinsics, lpm.image
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Operators
 # ----------------------------------------------------------------------------------------------
+
 
 class WT_OT_trace_image(bpy.types.Operator):
     """Trace the image into layered 3D geometry seen through a matched camera"""
@@ -172,8 +192,13 @@ class WT_OT_trace_image(bpy.types.Operator):
     bl_label = "Trace Image"
     bl_options = {"REGISTER"}  # the undo step is pushed when the result is built (after the worker)
 
-    filepath: StringProperty(name="File", subtype="FILE_PATH", default="", options={"SKIP_SAVE"},
-                             description="Image file to trace (default: the panel's image)")
+    filepath: StringProperty(
+        name="File",
+        subtype="FILE_PATH",
+        default="",
+        options={"SKIP_SAVE"},
+        description="Image file to trace (default: the panel's image)",
+    )
     seed: IntProperty(name="Seed", default=-1, min=-1, options={"SKIP_SAVE"}, description="-1: the panel's seed")
 
     @classmethod
@@ -252,8 +277,15 @@ class WT_OT_show_sample(bpy.types.Operator):
         index = min(self.index, sample_count(collection) - 1)
         properties = {k: collection[k] for k in collection.keys() if k.startswith("wt_") and k != "wt_image"}
         try:
-            new = build_result(context.scene, sample_map(lpm, index), collection.name, build_options(settings),
-                               collection.get("wt_image"), properties, replace=collection)
+            new = build_result(
+                context.scene,
+                sample_map(lpm, index),
+                collection.name,
+                build_options(settings),
+                collection.get("wt_image"),
+                properties,
+                replace=collection,
+            )
         except Exception as e:
             self.report({"ERROR"}, f"could not build sample {index + 1}: {e}")
             return {"CANCELLED"}
@@ -326,8 +358,12 @@ class WT_OT_check_model(bpy.types.Operator):
         except Exception as e:  # anything else a strange file provokes: still one message naming it
             self.report({"ERROR"}, f"{path}: cannot be read as a model ({type(e).__name__}: {e})")
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{card['name']}: {card['mode']}, {card['image_size']} px, {card['layers']} layers, "
-                              f"{card['parameters'] / 1e6:.0f}M parameters, ≈ {card['seconds_per_step']:.1f} s per step on {card['device']}")
+        self.report(
+            {"INFO"},
+            f"{card['name']}: {card['mode']}, {card['image_size']} px, {card['layers']} layers, "
+            f"{card['parameters'] / 1e6:.0f}M parameters, "
+            f"≈ {card['seconds_per_step']:.1f} s per step on {card['device']}",
+        )
         return {"FINISHED"}
 
 

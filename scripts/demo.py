@@ -35,7 +35,9 @@ def install_extension() -> Path:
     if not zips:
         raise SystemExit("no extension zip in dist/: run `python wheels/build.py` (make demo does)")
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    bpy.ops.extensions.package_install_files(filepath=str(zips[-1]), repo="user_default", enable_on_install=True, overwrite=True)
+    bpy.ops.extensions.package_install_files(
+        filepath=str(zips[-1]), repo="user_default", enable_on_install=True, overwrite=True
+    )
     return zips[-1]
 
 
@@ -78,7 +80,10 @@ def main() -> None:
     result = bpy.ops.world_tracing.trace_image(filepath=str(args.image))
     if result != {"FINISHED"}:
         raise SystemExit(f"tracing {args.image} failed")
-    print(f"traced {args.image.name} with {settings.result.get('wt_model', 'the model')} in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"traced {args.image.name} with {settings.result.get('wt_model', 'the model')} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     collection = settings.result
     matched = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is None)
     novel = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is not None)
@@ -99,7 +104,9 @@ def main() -> None:
     for frame in NOVEL_FRAMES:
         tiles.append(render(scene, novel, OUT / f"render_novel_{frame:02d}.png", frame))
     h = min(t.shape[0] for t in tiles)
-    strip = np.concatenate([np.asarray(Image.fromarray(t).resize((round(t.shape[1] * h / t.shape[0]), h))) for t in tiles], axis=1)
+    strip = np.concatenate(
+        [np.asarray(Image.fromarray(t).resize((round(t.shape[1] * h / t.shape[0]), h))) for t in tiles], axis=1
+    )
     Image.fromarray(strip).save(OUT / "demo.png")
     print(f"renders: {OUT}/render_*.png; side by side: {OUT / 'demo.png'}")
 

@@ -18,8 +18,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.assets import SAMPLE_IMAGE
 from core.data.shards import ShardReader
-from core.weights import SAMPLE_IMAGE
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,17 @@ INTEROP = Path(os.environ.get("WT_INTEROP", DATA / "interop"))
 # any real user folder. Must be set before bpy is first imported.
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="wt-blender-user-"))
 sys.path.insert(0, str(ROOT))
+
+
+# Tests that use Blender in this process are marked `blender` through their fixtures; tests that start
+# Blender in a subprocess carry the mark themselves. `make test-fast` leaves out `blender` and `slow`.
+BLENDER_FIXTURES = {"blender", "bpy", "bpy_ext", "installed", "user_zip"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if BLENDER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.blender)
 
 
 @pytest.fixture
@@ -40,13 +52,38 @@ def interop() -> Path:
     return INTEROP
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_python(args: list[str], processes: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python ARGS` from the repository root (under torchrun with `processes` > 1, on a free port),
+    one thread per process; output captured."""
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(free_port())]
+    cmd = [sys.executable, *(launcher if processes > 1 else []), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def small_config():
     """A WT-DiT small enough to sample in milliseconds on a CPU (structure as in `tiny`)."""
-    from core.encoder import EncoderConfig
-    from core.model import WTDiTConfig
+    from core.model.encoder import EncoderConfig
+    from core.model.wtdit import WTDiTConfig
 
-    return WTDiTConfig(image_size=32, patch_size=8, num_layers=4, dim=32, num_heads=2, depth=3, head_depth=3,
-                       layerscale_init=0.5, encoder=EncoderConfig(embed_dim=32, depth=2, num_heads=2, pos_grid=4, num_features=2, frozen=False))
+    return WTDiTConfig(
+        image_size=32,
+        patch_size=8,
+        num_layers=4,
+        dim=32,
+        num_heads=2,
+        depth=3,
+        head_depth=3,
+        layerscale_init=0.5,
+        encoder=EncoderConfig(embed_dim=32, depth=2, num_heads=2, pos_grid=4, num_features=2, frozen=False),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +91,9 @@ def random_checkpoint(tmp_path_factory) -> Path:
     """A seeded small model with random (non-zero) output weights, saved as one of our checkpoints."""
     import torch
 
-    from core.checkpoint import save_checkpoint
-    from core.geometry import PointNormalization
-    from core.model import WTDiT
+    from core.geometry.points import PointNormalization
+    from core.model.checkpoint import save_checkpoint
+    from core.model.wtdit import WTDiT
 
     torch.manual_seed(0)
     model = WTDiT(small_config())
@@ -83,7 +120,7 @@ def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: in
     for i in range(count):
         centre, radius = np.array([*rng.uniform(-0.15, 0.15, 2), rng.uniform(1.6, 2.2)]), rng.uniform(0.3, 0.5)
         b = rays @ centre
-        disc = b ** 2 - (centre @ centre - radius ** 2)
+        disc = b**2 - (centre @ centre - radius**2)
         hit = disc > 0
         near, far = b - np.sqrt(np.maximum(disc, 0)), b + np.sqrt(np.maximum(disc, 0))
         distance = np.zeros((6, R, R), np.float32)
@@ -91,10 +128,18 @@ def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: in
         normal = (rays * near[..., None] - centre) / radius
         shade = np.clip(0.3 + 0.7 * -normal[..., 2], 0, 1)
         rgb = (shade[..., None] * rng.uniform(0.4, 1.0, 3) * 255).astype(np.uint8)
-        samples.append({"rgb": rgb, "alpha": (hit * 255).astype(np.uint8), "distance": distance, "intrinsics": K,
-                        "cam_to_world": np.eye(4, dtype=np.float32), "index": np.int64(i)})
+        samples.append(
+            {
+                "rgb": rgb,
+                "alpha": (hit * 255).astype(np.uint8),
+                "distance": distance,
+                "intrinsics": K,
+                "cam_to_world": np.eye(4, dtype=np.float32),
+                "index": np.int64(i),
+            }
+        )
     for s in range(0, count, shard_size):
-        write_shard(shard_path(folder, s // shard_size), samples[s:s + shard_size], {"mode": "object", "samples": []})
+        write_shard(shard_path(folder, s // shard_size), samples[s : s + shard_size], {"mode": "object", "samples": []})
     return folder
 
 
@@ -120,8 +165,9 @@ def installed(extension_zip, random_checkpoint):
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    result = bpy.ops.extensions.package_install_files(filepath=str(extension_zip), repo="user_default",
-                                                      enable_on_install=True, overwrite=True)
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(extension_zip), repo="user_default", enable_on_install=True, overwrite=True
+    )
     assert result == {"FINISHED"}
     return sys.modules[MODULE]
 
@@ -141,8 +187,10 @@ def bpy_ext(installed, random_checkpoint):
 
 
 def datablock_counts(bpy) -> dict[str, int]:
-    return {k: len(getattr(bpy.data, k)) for k in ("objects", "meshes", "materials", "images", "cameras", "collections",
-                                                   "actions", "node_groups")}
+    return {
+        k: len(getattr(bpy.data, k))
+        for k in ("objects", "meshes", "materials", "images", "cameras", "collections", "actions", "node_groups")
+    }
 
 
 def trace(bpy, path=SAMPLE, **kwargs):

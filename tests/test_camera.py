@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from core.camera import (
+from core.geometry.camera import (
     blender_camera_to_intrinsics,
     intrinsics_to_blender_camera,
     make_intrinsics,
@@ -23,11 +23,14 @@ def synthetic_points(K, H, W, seed=0):
     return np.stack([x, y, z], -1)
 
 
-@pytest.mark.parametrize("K, H, W", [
-    (make_intrinsics(120.3, 118.7, 61.2, 67.9), 128, 140),
-    (make_intrinsics(800.0, 800.0, 320.0, 240.0), 480, 640),
-    (make_intrinsics(55.0, 61.0, 20.0, 30.0), 48, 36),
-])
+@pytest.mark.parametrize(
+    "K, H, W",
+    [
+        (make_intrinsics(120.3, 118.7, 61.2, 67.9), 128, 140),
+        (make_intrinsics(800.0, 800.0, 320.0, 240.0), 480, 640),
+        (make_intrinsics(55.0, 61.0, 20.0, 30.0), 48, 36),
+    ],
+)
 def test_points_to_intrinsics_recovers_synthetic_cameras(K, H, W):
     """Exact pixel-aligned points give fx, fy, cx, cy to 1e-3 relative, also with 5% outliers."""
     pts = synthetic_points(K, H, W)
@@ -45,11 +48,14 @@ def test_too_few_points_is_a_clear_error():
         points_to_intrinsics(np.ones((4, 4, 3)), np.zeros((4, 4), bool))
 
 
-@pytest.mark.parametrize("W, H, K", [
-    (64, 48, make_intrinsics(70.0, 70.0, 30.5, 25.25)),
-    (40, 72, make_intrinsics(90.0, 90.0, 21.0, 33.0)),
-    (50, 50, make_intrinsics(60.0, 48.0, 25.0, 26.0)),
-])
+@pytest.mark.parametrize(
+    "W, H, K",
+    [
+        (64, 48, make_intrinsics(70.0, 70.0, 30.5, 25.25)),
+        (40, 72, make_intrinsics(90.0, 90.0, 21.0, 33.0)),
+        (50, 50, make_intrinsics(60.0, 48.0, 25.0, 26.0)),
+    ],
+)
 def test_blender_camera_reproduces_intrinsics_in_blender(blender, W, H, K):
     """Points projected by a Blender camera built from K (world_to_camera_view) match K's projection."""
     from bpy_extras.object_utils import world_to_camera_view
@@ -57,9 +63,22 @@ def test_blender_camera_reproduces_intrinsics_in_blender(blender, W, H, K):
 
     bpy = blender
     cam = intrinsics_to_blender_camera(K, W, H)
-    np.testing.assert_allclose(blender_camera_to_intrinsics(cam.lens, cam.sensor_size, cam.sensor_size, cam.sensor_fit,
-                                                            cam.shift_x, cam.shift_y, W, H, cam.pixel_aspect_x,
-                                                            cam.pixel_aspect_y), K, rtol=1e-5)
+    np.testing.assert_allclose(
+        blender_camera_to_intrinsics(
+            cam.lens,
+            cam.sensor_size,
+            cam.sensor_size,
+            cam.sensor_fit,
+            cam.shift_x,
+            cam.shift_y,
+            W,
+            H,
+            cam.pixel_aspect_x,
+            cam.pixel_aspect_y,
+        ),
+        K,
+        rtol=1e-5,
+    )
     scene = bpy.context.scene
     data = bpy.data.cameras.new("cam")
     data.sensor_fit, data.sensor_width, data.sensor_height = cam.sensor_fit, cam.sensor_size, cam.sensor_size

@@ -15,6 +15,8 @@ from core.data.scenes import add_camera, reset_scene
 from core.data.shards import ShardReader, shard_path
 from core.data.tracing import SkipSample, render_and_trace
 
+pytestmark = pytest.mark.blender  # the engine renders and traces in Blender (here, or in worker processes)
+
 RES = 48
 
 
@@ -29,7 +31,7 @@ def trace_scene(bpy, build, camera_at=(0.0, -3.0, 0.0), look=(0.0, 1.0, 0.0), fo
 def centre_ray_distances(sample):
     """Distances of the four pixels around the image centre, (L, 4)."""
     c = RES // 2
-    return sample.distance[:, c - 1:c + 1, c - 1:c + 1].reshape(sample.distance.shape[0], -1)
+    return sample.distance[:, c - 1 : c + 1, c - 1 : c + 1].reshape(sample.distance.shape[0], -1)
 
 
 def test_sphere_gives_two_hits_at_analytic_depths(blender):
@@ -40,12 +42,13 @@ def test_sphere_gives_two_hits_at_analytic_depths(blender):
     assert hit.sum() > 0.1 * RES * RES
     assert np.all(d[1][hit] > d[0][hit]) and not d[2].any()
     # exact ray-sphere crossings for every pixel's ray (faceting of the mesh costs < 1e-3 relative)
-    from core.geometry import pixel_rays
+    from core.geometry.points import pixel_rays
+
     rays = pixel_rays(torch.from_numpy(s.intrinsics).double(), RES, RES).numpy()
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
     origin_cam = -s.cam_to_world[:3, :3].T @ s.cam_to_world[:3, 3]  # sphere centre in camera space
     b = rays @ origin_cam
-    disc = b ** 2 - (origin_cam @ origin_cam - 0.25)
+    disc = b**2 - (origin_cam @ origin_cam - 0.25)
     inner = disc > 0.02  # away from the silhouette, where facets decide
     near, far = b - np.sqrt(np.maximum(disc, 0)), b + np.sqrt(np.maximum(disc, 0))
     np.testing.assert_allclose(d[0][inner], near[inner], rtol=2e-3)
@@ -54,13 +57,17 @@ def test_sphere_gives_two_hits_at_analytic_depths(blender):
 
 def test_nested_boxes_give_four_hits(blender):
     """A box inside a box: the central rays cross four faces at the known distances."""
+
     def build(bpy):
         bpy.ops.mesh.primitive_cube_add(size=2.0)
         bpy.ops.mesh.primitive_cube_add(size=1.0)
+
     s = trace_scene(blender, build, camera_at=(0.0, -5.0, 0.0))
     d = centre_ray_distances(s)
     # the four central rays are nearly on-axis: distances 4, 4.5, 5.5, 6 up to their tilt
-    tilt = 1 / np.cos(np.arctan(0.5 / (RES / 2 / np.tan(np.radians(20)))))  # off-axis factor of the nearest pixel centre
+    tilt = 1 / np.cos(
+        np.arctan(0.5 / (RES / 2 / np.tan(np.radians(20))))
+    )  # off-axis factor of the nearest pixel centre
     for k, expected in enumerate([4.0, 4.5, 5.5, 6.0]):
         assert np.all(d[k] >= expected - 1e-4) and np.all(d[k] <= expected * tilt * 1.001)
     assert not d[4:].any()
@@ -72,7 +79,8 @@ def test_plane_gives_one_hit(blender):
     """A single plane facing the camera gives exactly one layer, at distance / cos(ray angle)."""
     s = trace_scene(blender, lambda bpy: bpy.ops.mesh.primitive_plane_add(size=10.0, rotation=(math.pi / 2, 0, 0)))
     assert (s.distance[0] > 0).all() and not s.distance[1:].any()
-    from core.geometry import pixel_rays
+    from core.geometry.points import pixel_rays
+
     rays = pixel_rays(torch.from_numpy(s.intrinsics).double(), RES, RES).numpy()
     expected = 3.0 * np.linalg.norm(rays, axis=-1)  # z = 3 for every pixel
     np.testing.assert_allclose(s.distance[0], expected, rtol=1e-5)
@@ -94,7 +102,7 @@ def test_layers_are_front_to_back(random_samples):
     """In random scenes every further layer lies behind the previous one."""
     for s in random_samples:
         d = s["distance"]
-        both = (d[1:] > 0)
+        both = d[1:] > 0
         assert np.all(d[1:][both] > d[:-1][both])
         assert not np.any((d[1:] > 0) & (d[:-1] == 0))
 
@@ -177,8 +185,16 @@ def test_bad_assets_are_skipped_with_a_reason(tmp_path):
     (assets / "broken.obj").write_text("this is not an obj file\nv 1 2\nf 1 2 3\n")
     (assets / "garbage.glb").write_bytes(b"\x00\x01not a gltf")
     (assets / "notes.txt").write_text("ignored: not an asset suffix")
-    cfg = GenerateConfig(out=str(tmp_path / "out"), count=6, seed=1, resolution=24, render_samples=2, workers=1,
-                         shard_size=6, assets=str(assets))
+    cfg = GenerateConfig(
+        out=str(tmp_path / "out"),
+        count=6,
+        seed=1,
+        resolution=24,
+        render_samples=2,
+        workers=1,
+        shard_size=6,
+        assets=str(assets),
+    )
     assert generate(cfg, progress=False) == 6
     log = (tmp_path / "out" / "generate.log").read_text()
     assert "skipped asset" in log
@@ -187,6 +203,7 @@ def test_bad_assets_are_skipped_with_a_reason(tmp_path):
 def test_preview_sheet_shows_rgb_alpha_and_layers(shard_folder, tmp_path):
     """The contact sheet has one row per sample and a column per layer."""
     from PIL import Image
+
     path = tmp_path / "preview.png"
     preview_sheet(ShardReader(shard_folder[0]), path, count=3)
     w, h = Image.open(path).size

@@ -13,6 +13,7 @@ import pytest
 from conftest import DATA, MODULE, ROOT, SAMPLE, datablock_counts, result_collection, trace
 from PIL import Image
 
+
 def test_enable_disable_ten_times_leaves_no_leftovers(installed):
     """Disabling removes operators, settings and handlers; enabling again restores them, ten times over."""
     import bpy
@@ -62,7 +63,7 @@ def test_trace_builds_collection_camera_and_layers(bpy_ext):
 def test_bundled_sample_traces_with_the_shipped_model(bpy_ext):
     """The default model (shipped inside the zip) traces the bundled sample into a solid object:
     most foreground pixels get a visible point, and hidden layers lie behind the visible surface."""
-    from core.weights import SAMPLE_IMAGE
+    from core.assets import SAMPLE_IMAGE
 
     bpy = bpy_ext
     bpy.context.preferences.addons[MODULE].preferences.checkpoint = ""
@@ -82,7 +83,8 @@ def test_bundled_sample_traces_with_the_shipped_model(bpy_ext):
         obj.data.attributes["wt_layer"].data.foreach_get("value", layer)
         obj.data.attributes["wt_pixel"].data.foreach_get("value", pixel)
         world = co.reshape(-1, 3) @ np.array(obj.matrix_world)[:3, :3].T + np.array(obj.matrix_world)[:3, 3]
-        distance[int(layer[0])] = dict(zip(pixel.tolist(), np.linalg.norm(world - np.array(camera), axis=1).tolist()))
+        norms = np.linalg.norm(world - np.array(camera), axis=1)
+        distance[int(layer[0])] = dict(zip(pixel.tolist(), norms.tolist(), strict=True))
     visible = np.array([alpha[divmod(p, W)] for p in distance[0]])
     assert len(distance[0]) > 0.9 * alpha.sum() and visible.mean() > 0.95
     behind = [distance[1][p] >= distance[0][p] for p in distance[1] if p in distance[0]]
@@ -104,8 +106,9 @@ def test_layer0_points_project_to_their_pixel_centres(bpy_ext):
     obj.data.attributes["wt_pixel"].data.foreach_get("value", pixels)
     W, H = scene.render.resolution_x, scene.render.resolution_y
     from mathutils import Vector
+
     errors = []
-    for p, pix in zip(co.reshape(-1, 3)[::7], pixels[::7]):
+    for p, pix in zip(co.reshape(-1, 3)[::7], pixels[::7], strict=False):
         ndc = world_to_camera_view(scene, scene.camera, obj.matrix_world @ Vector(p.tolist()))
         u, v = ndc.x * W, (1.0 - ndc.y) * H
         row, col = divmod(int(pix), W)
@@ -146,7 +149,9 @@ def test_image_view_render_reproduces_the_image(bpy_ext, tmp_path):
     rendered = np.asarray(Image.open(tmp_path / "view.png").convert("RGB")).astype(np.float32) / 255
     source = np.asarray(Image.open(SAMPLE).convert("RGBA")).astype(np.float32) / 255
     inside = source[..., 3] > 0.99
-    inside[1:-1, 1:-1] &= inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]  # away from the edge
+    inside[1:-1, 1:-1] &= (
+        inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    )  # away from the edge
     error = np.abs(rendered[inside] - source[..., :3][inside]).mean()
     assert rendered.shape[:2] == source.shape[:2] and inside.sum() > 100 and error < 0.05, error
 
@@ -160,7 +165,9 @@ def test_cancel_stops_a_running_trace_and_builds_nothing(bpy_ext, installed):
     before = datablock_counts(bpy)
     request, name, image = request_mod.make_request(bpy.context, 0, str(SAMPLE))
     messages = []
-    job = job_mod.TraceJob(request, lambda lpm: messages.append("done"), messages.append, lambda: messages.append("cancelled"))
+    job = job_mod.TraceJob(
+        request, lambda lpm: messages.append("done"), messages.append, lambda: messages.append("cancelled")
+    )
     job.start()
     deadline = time.monotonic() + 60
     while job.progress.step < 2 and time.monotonic() < deadline:
@@ -174,13 +181,16 @@ def test_cancel_stops_a_running_trace_and_builds_nothing(bpy_ext, installed):
     assert datablock_counts(bpy) == before
 
 
-@pytest.mark.parametrize("name, message", [
-    ("missing.png", "not found"),
-    ("truncated.png", "not a readable image"),
-    ("not_an_image.png", "not a readable image"),
-    ("one_pixel.png", "too small"),
-    ("transparent.png", "no foreground"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing.png", "not found"),
+        ("truncated.png", "not a readable image"),
+        ("not_an_image.png", "not a readable image"),
+        ("one_pixel.png", "too small"),
+        ("transparent.png", "no foreground"),
+    ],
+)
 def test_bad_input_gives_a_clear_error_and_builds_nothing(bpy_ext, name, message):
     """Unusable images end in one clear error, and no data block is created."""
     bpy = bpy_ext
@@ -340,5 +350,7 @@ def test_source_tree_enables_as_a_linked_development_extension(tmp_path):
     repo.mkdir()
     (repo / "world_tracing").symlink_to(ROOT, target_is_directory=True)
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
-    run = subprocess.run([sys.executable, "-c", LINKED, str(repo)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", LINKED, str(repo)], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert run.returncode == 0 and "enabled" in run.stdout, run.stderr[-2000:]

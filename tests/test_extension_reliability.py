@@ -81,9 +81,13 @@ def test_results_never_overwrite_each_other_by_name(bpy_ext, tmp_path):
     bpy = bpy_ext
     bpy.context.scene.world_tracing.steps = 1
     long = "a_very_long_file_name_that_goes_on_and_on_and_on"
-    paths = [tmp_path / "one" / "object.png", tmp_path / "two" / "object.png", tmp_path / f"{long}_1.png",
-             tmp_path / f"{long}_2.png"]
-    for path, source in zip(paths, [SAMPLE, DATA / "white_background.jpg", SAMPLE, SAMPLE]):
+    paths = [
+        tmp_path / "one" / "object.png",
+        tmp_path / "two" / "object.png",
+        tmp_path / f"{long}_1.png",
+        tmp_path / f"{long}_2.png",
+    ]
+    for path, source in zip(paths, [SAMPLE, DATA / "white_background.jpg", SAMPLE, SAMPLE], strict=False):
         path.parent.mkdir(exist_ok=True)
         shutil.copyfile(source, path)
     counts = {}
@@ -157,8 +161,10 @@ def test_a_model_with_impossible_sizes_gives_one_message_naming_the_file(bpy_ext
     with safe_open(source, framework="pt") as f:
         meta = dict(f.metadata())
     config = json.loads(meta["config"])
-    broken = {"zero_heads.safetensors": ({**config, "num_heads": 0}, tensors),
-              "wrong_shapes.safetensors": ({**config, "dim": config["dim"] * 2}, tensors)}
+    broken = {
+        "zero_heads.safetensors": ({**config, "num_heads": 0}, tensors),
+        "wrong_shapes.safetensors": ({**config, "dim": config["dim"] * 2}, tensors),
+    }
     for name, (cfg, state) in broken.items():
         save_file(state, str(tmp_path / name), metadata={**meta, "config": json.dumps(cfg)})
         prefs.checkpoint = str(tmp_path / name)
@@ -176,7 +182,9 @@ def test_an_exr_opened_in_blender_traces_through_blenders_decoder(bpy_ext, tmp_p
     rgba = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(SAMPLE).convert("RGBA"), np.float32) / 255
     H, W = rgba.shape[:2]
     linear = rgba.copy()
-    linear[..., :3] = np.where(rgba[..., :3] <= 0.04045, rgba[..., :3] / 12.92, ((rgba[..., :3] + 0.055) / 1.055) ** 2.4)
+    linear[..., :3] = np.where(
+        rgba[..., :3] <= 0.04045, rgba[..., :3] / 12.92, ((rgba[..., :3] + 0.055) / 1.055) ** 2.4
+    )
     image = bpy.data.images.new("exr source", W, H, alpha=True, float_buffer=True)
     image.pixels.foreach_set(linear[::-1].ravel())
     image.filepath_raw = str(tmp_path / "object.exr")

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.geometry import PointNormalization, collapsed_layers_to_valid, forward_fill_layers, pixel_rays, ray_distance_to_points
+from core.geometry.points import (
+    PointNormalization,
+    collapsed_layers_to_valid,
+    forward_fill_layers,
+    pixel_rays,
+    ray_distance_to_points,
+)
 from core.layered import LayeredFileError, LayeredPointMap
 
 
@@ -34,14 +40,17 @@ def test_npz_round_trip_keeps_every_array(tmp_path):
     np.testing.assert_array_equal(back.extras["samples_points"], lpm.extras["samples_points"])
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.pop("valid"), "missing arrays"),
-    (lambda a: a.update(points=a["points"].astype(np.float64)), "'points' must be float32"),
-    (lambda a: a.update(valid=a["valid"][:, :-1]), "valid must be"),
-    (lambda a: a.update(image=a["image"][..., :2]), "image must be"),
-    (lambda a: a.update(intrinsics=np.zeros((3, 3), np.float32)), "positive focal"),
-    (lambda a: a["valid"].__setitem__((slice(None), 0, 0), [False, True, True]), "front to back"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.pop("valid"), "missing arrays"),
+        (lambda a: a.update(points=a["points"].astype(np.float64)), "'points' must be float32"),
+        (lambda a: a.update(valid=a["valid"][:, :-1]), "valid must be"),
+        (lambda a: a.update(image=a["image"][..., :2]), "image must be"),
+        (lambda a: a.update(intrinsics=np.zeros((3, 3), np.float32)), "positive focal"),
+        (lambda a: a["valid"].__setitem__((slice(None), 0, 0), [False, True, True]), "front to back"),
+    ],
+)
 def test_malformed_files_are_rejected_with_the_reason(tmp_path, change, message):
     """Each kind of malformed file fails to load with a message naming the problem."""
     lpm = example()
@@ -58,8 +67,13 @@ def test_non_npz_and_pickled_files_are_refused(tmp_path):
     with pytest.raises(LayeredFileError, match="not a readable"):
         LayeredPointMap.load(tmp_path / "text.npz")
     lpm = example()
-    np.savez(tmp_path / "pickle.npz", points=np.array([lpm.points], dtype=object), valid=lpm.valid,
-             intrinsics=lpm.intrinsics, image=lpm.image)
+    np.savez(
+        tmp_path / "pickle.npz",
+        points=np.array([lpm.points], dtype=object),
+        valid=lpm.valid,
+        intrinsics=lpm.intrinsics,
+        image=lpm.image,
+    )
     with pytest.raises(LayeredFileError):
         LayeredPointMap.load(tmp_path / "pickle.npz")
 

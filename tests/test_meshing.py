@@ -12,8 +12,8 @@ from core.export import (
     write_ply_mesh,
     write_ply_points,
 )
+from core.geometry.meshing import layer_to_grid_mesh, layered_to_meshes
 from core.layered import LayeredPointMap
-from core.meshing import layer_to_grid_mesh, layered_to_meshes
 
 PLY_TYPES = {"float": "<f4", "uchar": "u1", "int": "<i4"}
 
@@ -98,7 +98,8 @@ def test_depth_step_cuts_triangles_unless_the_threshold_allows_it():
 
 
 def test_invalid_pixels_get_no_vertex_and_pixels_map_back():
-    """Vertices are the valid pixels in row-major order; an invalid inner pixel drops 6 triangles, the top-right one 2."""
+    """Vertices are the valid pixels in row-major order; an invalid inner pixel drops 6 triangles,
+    the top-right one 2."""
     H, W = 7, 6
     points = plane_points(np.random.default_rng(1).uniform(1.0, 1.01, (H, W)))
     valid = np.ones((H, W), dtype=bool)
@@ -209,7 +210,9 @@ def test_blender_imports_obj_as_one_object_per_layer(bpy, tmp_path):
         np.testing.assert_allclose(co.reshape(-1, 3), mesh.vertices, atol=1e-6)
         normals = np.empty(3 * len(me.polygons), dtype=np.float32)
         me.polygons.foreach_get("normal", normals)
-        np.testing.assert_allclose(normals.reshape(-1, 3)[:, 2], -1.0, atol=1e-6)  # mesh space, before the object's rotation
+        np.testing.assert_allclose(
+            normals.reshape(-1, 3)[:, 2], -1.0, atol=1e-6
+        )  # mesh space, before the object's rotation
         assert "UVMap" in me.uv_layers and "Color" in me.color_attributes
 
 

@@ -1,13 +1,13 @@
-"""Tests for core.metrics: alignment, Chamfer / F-score, and the per-sample layered evaluation."""
+"""Tests for core.train.metrics and core.geometry.alignment: alignment, Chamfer / F-score, and the
+per-sample layered evaluation."""
 
 import math
 
 import numpy as np
 import pytest
 
-from core.metrics import (
-    align_points_scale_z_shift,
-    apply_scale_z_shift,
+from core.geometry.alignment import align_points_scale_z_shift, apply_scale_z_shift
+from core.train.metrics import (
     chamfer_fscore,
     evaluate_layered,
     mean_metrics,

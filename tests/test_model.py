@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.encoder import EncoderConfig
-from core.model import WTDiT, WTDiTConfig, build_config
-from core.official import infer_config, load_official, official_to_ours, ours_to_official
-from core.profile import count_parameters
+from core.model.cost import count_parameters
+from core.model.encoder import EncoderConfig
+from core.model.official import infer_config, load_official, official_to_ours, ours_to_official
+from core.model.wtdit import WTDiT, WTDiTConfig, build_config
 from core.sampling import SampleConfig, sample_steps
 
 VARIANTS = ["tiny", "tiny_filmadaln", "tiny_temporal"]
@@ -20,12 +20,24 @@ VARIANTS = ["tiny", "tiny_filmadaln", "tiny_temporal"]
 def reference_config(interop, name: str) -> WTDiTConfig:
     c = json.loads((interop / f"{name}_config.json").read_text())
     mk, ek = c["model_kwargs"], c["encoder_override"]
-    return WTDiTConfig(image_size=c["image_hw"][0], patch_size=mk["patch_size"], num_layers=mk["num_layers"],
-                       dim=mk["decoder_embed_dim"], num_heads=mk["num_decoder_heads"], depth=mk["num_decoder_blocks"],
-                       head_depth=mk["num_head_blocks"], layer_conditioning=mk["layer_embed_mode"],
-                       temporal=mk.get("use_temporal_blocks", False),
-                       encoder=EncoderConfig(embed_dim=ek["embed_dim"], depth=ek["depth"], num_heads=ek["num_heads"],
-                                             pos_grid=ek["img_size"] // ek["patch_size"], num_features=ek["intermediate_layers"]))
+    return WTDiTConfig(
+        image_size=c["image_hw"][0],
+        patch_size=mk["patch_size"],
+        num_layers=mk["num_layers"],
+        dim=mk["decoder_embed_dim"],
+        num_heads=mk["num_decoder_heads"],
+        depth=mk["num_decoder_blocks"],
+        head_depth=mk["num_head_blocks"],
+        layer_conditioning=mk["layer_embed_mode"],
+        temporal=mk.get("use_temporal_blocks", False),
+        encoder=EncoderConfig(
+            embed_dim=ek["embed_dim"],
+            depth=ek["depth"],
+            num_heads=ek["num_heads"],
+            pos_grid=ek["img_size"] // ek["patch_size"],
+            num_features=ek["intermediate_layers"],
+        ),
+    )
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -80,11 +92,19 @@ def test_key_mapping_round_trips_and_infers_the_config(interop):
     cfg, release = infer_config(ours)
     ref = reference_config(interop, "tiny")
     assert release == "custom"
-    assert (cfg.dim, cfg.num_heads, cfg.depth, cfg.head_depth, cfg.num_layers, cfg.patch_size) == \
-        (ref.dim, ref.num_heads, ref.depth, ref.head_depth, ref.num_layers, ref.patch_size)
+    assert (cfg.dim, cfg.num_heads, cfg.depth, cfg.head_depth, cfg.num_layers, cfg.patch_size) == (
+        ref.dim,
+        ref.num_heads,
+        ref.depth,
+        ref.head_depth,
+        ref.num_layers,
+        ref.patch_size,
+    )
 
 
-@pytest.mark.parametrize("name, params", [("r75b", 1_705_047_628 - 1024), ("r69l", 1_549_175_884 - 1024), ("r76", 2_101_800_012 - 1024)])
+@pytest.mark.parametrize(
+    "name, params", [("r75b", 1_705_047_628 - 1024), ("r69l", 1_549_175_884 - 1024), ("r76", 2_101_800_012 - 1024)]
+)
 def test_release_configs_have_the_released_parameter_counts(name, params):
     """r75b, r69l and r76 build with exactly the released parameter counts (less the unused mask token)."""
     assert count_parameters(build_config(name)) == params
@@ -93,7 +113,9 @@ def test_release_configs_have_the_released_parameter_counts(name, params):
 @pytest.mark.parametrize("name", ["r75b", "r69l", "r76"])
 def test_release_key_lists_match_ours(interop, name):
     """Every key and shape of the released state dicts (keys_*.tsv) maps onto our modules."""
-    rows = [line.split("\t") for line in (interop / f"keys_{name}.tsv").read_text().splitlines() if not line.startswith("#")]
+    rows = [
+        line.split("\t") for line in (interop / f"keys_{name}.tsv").read_text().splitlines() if not line.startswith("#")
+    ]
     shapes = {k: tuple(json.loads(shape)) for k, shape, *_ in rows}
     with torch.device("meta"):
         model = WTDiT(build_config(name))
@@ -107,8 +129,16 @@ def test_release_key_lists_match_ours(interop, name):
 def test_per_layer_times_equal_to_one_time_give_the_same_output():
     """t [B, L] with equal entries conditions every block exactly like t [B]."""
     torch.manual_seed(0)
-    cfg = build_config("tiny", image_size=32, patch_size=8, dim=32, num_heads=2, depth=3, head_depth=3,
-                       encoder={"embed_dim": 32, "depth": 2, "num_heads": 2, "pos_grid": 4, "num_features": 2})
+    cfg = build_config(
+        "tiny",
+        image_size=32,
+        patch_size=8,
+        dim=32,
+        num_heads=2,
+        depth=3,
+        head_depth=3,
+        encoder={"embed_dim": 32, "depth": 2, "num_heads": 2, "pos_grid": 4, "num_features": 2},
+    )
     model = WTDiT(cfg).eval()
     torch.nn.init.normal_(model.head.out.weight, std=0.1)
     x, image = torch.randn(2, 4, 32, 32, 3), torch.rand(2, 3, 32, 32)

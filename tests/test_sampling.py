@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.flow import LOW_NOISE_MEAN, flow_loss, sample_timesteps
-from core.geometry import PointNormalization
+from core.geometry.points import PointNormalization
 from core.sampling import SampleConfig, fill_noise, initial_noise, sample_steps, time_grid
+from core.train.flow import LOW_NOISE_MEAN, flow_loss, sample_timesteps
 
 
 def oracle(x0: torch.Tensor):
@@ -58,14 +58,19 @@ def test_masked_sampling_shows_the_model_noise_outside_the_mask():
     valid = torch.zeros(1, 2, 4, 4, dtype=bool)
     valid[..., :2] = True
     noise = torch.randn(1, 2, 4, 4, 3)
-    list(sample_steps(model, None, noise, SampleConfig(steps=3), valid=valid, generator=torch.Generator().manual_seed(0)))
+    list(
+        sample_steps(model, None, noise, SampleConfig(steps=3), valid=valid, generator=torch.Generator().manual_seed(0))
+    )
     assert torch.equal(seen[0][valid], noise[valid])
     assert not torch.equal(seen[0][~valid], seen[1][~valid])
 
 
 def test_per_sample_generators_make_samples_independent_of_batching():
     """Sample k of a batch drawn with generators (s, s+1, ...) equals a batch of one drawn with s+k."""
-    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
     batch = initial_noise(3, 1, 2, 4, 4, generator=gens([5, 6, 7]))
     alone = initial_noise(1, 1, 2, 4, 4, generator=gens([6]))
     torch.testing.assert_close(batch[1:2], alone)
@@ -107,7 +112,7 @@ def batch(B=2, L=3, S=16, seed=0):
 
 def test_loss_is_zero_for_the_exact_sample_and_ignores_the_background():
     """A model returning the true normalised sample scores 0, whatever happens outside the foreground."""
-    from core.flow import training_target
+    from core.train.flow import training_target
 
     b = batch()
     norm = PointNormalization()
@@ -121,7 +126,7 @@ def test_loss_is_zero_for_the_exact_sample_and_ignores_the_background():
 
 def test_depth_order_penalty_punishes_layers_in_front_of_earlier_ones():
     """Swapping layers 0 and 1 of a correct prediction adds a positive monotonic-depth term."""
-    from core.flow import training_target
+    from core.train.flow import training_target
 
     b = batch()
     norm = PointNormalization()

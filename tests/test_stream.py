@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, small_config, write_sphere_shards
+from conftest import ROOT, run_python, small_config, write_sphere_shards
 
 from core.data.stream import SceneStream, StreamConfig, load_bank, primitive
-from core.raytrace import occluded_along, trace_camera
+from core.geometry.raytrace import occluded_along, trace_camera
 
 
 @pytest.mark.parametrize("seed, mode", [(0, "object"), (1, "object"), (3, "scene")])
@@ -72,7 +72,11 @@ def test_stream_batches_look_like_shard_batches():
     """Same keys, shapes and conventions as ShardReader.batch; layers front to back; points on their rays."""
     stream = SceneStream(StreamConfig(resolution=32, layers=4), seed=0)
     b = stream.batch(3)
-    assert b["image"].shape == (3, 3, 32, 32) and b["points"].shape == (3, 4, 32, 32, 3) and b["valid"].shape == (3, 4, 32, 32)
+    assert (
+        b["image"].shape == (3, 3, 32, 32)
+        and b["points"].shape == (3, 4, 32, 32, 3)
+        and b["valid"].shape == (3, 4, 32, 32)
+    )
     assert b["image"].min() >= 0 and b["image"].max() <= 1 and b["foreground"].any()
     z = b["points"][..., 2]
     both = b["valid"][:, 1:] & b["valid"][:, :-1]
@@ -91,11 +95,17 @@ def test_stream_is_deterministic_per_seed():
     assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["points"], c["points"])
 
 
+@pytest.mark.blender
 def test_bank_exported_from_blender_feeds_the_stream(tmp_path):
     """`python -m core bank` writes Blender-made meshes that the stream loads and traces."""
     out = tmp_path / "bank.npz"
-    result = subprocess.run([sys.executable, "-m", "core", "bank", "--out", str(out), "--count", "3"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "bank", "--out", str(out), "--count", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     bank = load_bank(out)
     assert 1 <= len(bank) <= 3 and all(len(f) > 0 and f.max() < len(v) for v, f in bank)
@@ -103,18 +113,19 @@ def test_bank_exported_from_blender_feeds_the_stream(tmp_path):
     assert stream.batch(2)["valid"].any()
 
 
+@pytest.mark.slow
 def test_mixed_stream_training_resumes_on_another_process_count(tmp_path):
     """Two processes train on shards + stream, then one process resumes the same run from its state."""
     shards = write_sphere_shards(tmp_path / "shards", 8)
     overrides = json.dumps(small_config().to_dict())
     common = ["-m", "core", "train", "--data", str(shards), "--out", str(tmp_path / "run"), "--batch-size", "2",
-              "--warmup", "1", "--save-every", "2", "--device", "cpu", "--model-overrides", overrides, "--stream-fraction", "0.5"]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                          *common, "--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+              "--warmup", "1", "--save-every", "2", "--device", "cpu", "--model-overrides", overrides,
+              "--stream-fraction", "0.5"]  # fmt: skip
+    two = run_python([*common, "--steps", "2"], processes=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, *common, "--steps", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    one = run_python([*common, "--steps", "4"])
     assert one.returncode == 0, one.stderr[-3000:]
     assert "starting at step 2" in one.stdout
-    from core.checkpoint import load_checkpoint
+    from core.model.checkpoint import load_checkpoint
+
     assert load_checkpoint(tmp_path / "run" / "model.safetensors")[2]["step"] == 4

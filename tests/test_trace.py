@@ -13,31 +13,44 @@ import torch
 from conftest import DATA, ROOT, small_config
 from PIL import Image
 
-from core.checkpoint import save_checkpoint
-from core.geometry import PointNormalization
+from core.geometry.points import PointNormalization
 from core.imageio import prepare_image, read_image
 from core.inference import trace_image
 from core.layered import LayeredPointMap
-from core.model import WTDiT
-from core.official import ours_to_official
+from core.model.checkpoint import save_checkpoint
+from core.model.loading import load_model
+from core.model.official import ours_to_official
+from core.model.wtdit import WTDiT
 from core.sampling import SampleConfig
-from core.weights import load_any_checkpoint
 
 
 def run_trace(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", "trace", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "core", "trace", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tmp_path):
     """points (L,H,W,3) float32, valid (L,H,W), intrinsics (3,3) and the input image, at the input's H×W."""
     out = tmp_path / "out.npz"
-    result = run_trace(str(DATA / "object_rgba.png"), "--out", str(out), "--checkpoint", str(random_checkpoint),
-                       "--steps", "3", "--samples", "2", "--device", "cpu")
+    result = run_trace(
+        str(DATA / "object_rgba.png"),
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(random_checkpoint),
+        "--steps",
+        "3",
+        "--samples",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     lpm = LayeredPointMap.load(out)
     rgba = read_image(DATA / "object_rgba.png")
     H, W = rgba.shape[:2]
-    L = load_any_checkpoint(random_checkpoint, "cpu")[0].cfg.num_layers
+    L = load_model(random_checkpoint, "cpu")[0].cfg.num_layers
     assert lpm.points.shape == (L, H, W, 3) and lpm.points.dtype == np.float32
     assert lpm.valid.shape == (L, H, W) and lpm.intrinsics.shape == (3, 3)
     np.testing.assert_array_equal(lpm.image, rgba[..., :3])
@@ -54,11 +67,14 @@ def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tm
 
 def png_claiming(path, width: int, height: int):
     """A tiny PNG whose header claims width×height pixels (a decompression bomb: refused unread)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -67,12 +83,20 @@ def test_bad_arguments_exit_with_one_clear_line(random_checkpoint, tmp_path):
     one line naming the file or argument, no traceback, nothing written."""
     bomb = png_claiming(tmp_path / "bomb.png", 30000, 30000)
     image = str(DATA / "object_rgba.png")
-    cases = [([str(bomb)], "too large"), ([image, "--device", "tpu"], "tpu"), ([image, "--samples", "0"], "--samples"),
-             ([image, "--samples", "-1"], "--samples"), ([image, "--steps", "0"], "--steps")]
+    cases = [
+        ([str(bomb)], "too large"),
+        ([image, "--device", "tpu"], "tpu"),
+        ([image, "--samples", "0"], "--samples"),
+        ([image, "--samples", "-1"], "--samples"),
+        ([image, "--steps", "0"], "--steps"),
+    ]
     for args, message in cases:
         out = tmp_path / "out.npz"
         result = run_trace(*args, "--out", str(out), "--checkpoint", str(random_checkpoint))
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, (
+            args,
+            result.stderr,
+        )
         assert not out.exists()
     folder = tmp_path / "a folder"
     folder.mkdir()
@@ -88,14 +112,17 @@ def test_float_images_in_zero_to_one_are_read_as_such(tmp_path):
     assert np.abs(rgba[..., 0].astype(int) - grey).max() <= 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing.png"], "image not found"),
-    ([str(DATA / "not_an_image.png")], "not a readable image"),
-    ([str(DATA / "transparent.png")], "no foreground"),
-    ([str(DATA / "object_rgba.png"), "--checkpoint", "missing.safetensors"], "checkpoint not found"),
-    ([str(DATA / "object_rgba.png"), "--checkpoint", str(DATA / "not_an_image.png")], "cannot be read"),
-    ([str(DATA / "object_rgba.png"), "--device", "cuda"], "CUDA"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.png"], "image not found"),
+        ([str(DATA / "not_an_image.png")], "not a readable image"),
+        ([str(DATA / "transparent.png")], "no foreground"),
+        ([str(DATA / "object_rgba.png"), "--checkpoint", "missing.safetensors"], "checkpoint not found"),
+        ([str(DATA / "object_rgba.png"), "--checkpoint", str(DATA / "not_an_image.png")], "cannot be read"),
+        ([str(DATA / "object_rgba.png"), "--device", "cuda"], "CUDA"),
+    ],
+)
 def test_bad_input_exits_with_a_clear_message(random_checkpoint, tmp_path, args, message):
     """Every kind of bad input ends with exit code 2 and a one-line reason, and no output file."""
     if "--checkpoint" not in args:
@@ -131,7 +158,7 @@ def test_pickled_objects_in_a_checkpoint_are_never_loaded(tmp_path, kind):
     """Seven ways to hide an object in a .pt are all refused by the weights-only reader, and nothing runs."""
     import pickle
 
-    from core.checkpoint import CheckpointError
+    from core.model.checkpoint import CheckpointError
 
     marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
     make, legacy = MALICIOUS[kind]
@@ -140,7 +167,7 @@ def test_pickled_objects_in_a_checkpoint_are_never_loaded(tmp_path, kind):
     else:
         torch.save(make(marker), path, _use_new_zipfile_serialization=not legacy)
     with pytest.raises(CheckpointError, match="weights-only|cannot be read"):
-        load_any_checkpoint(path, "cpu")
+        load_model(path, "cpu")
     assert not marker.exists()
 
 
@@ -160,14 +187,16 @@ def test_official_checkpoint_traces_like_ours(tmp_path):
     save_checkpoint(tmp_path / "ours.safetensors", model.state_dict(), model.cfg, PointNormalization())
     official = ours_to_official(model.state_dict())
     stale = {k: torch.zeros_like(v) for k, v in official.items()}
-    torch.save({"model_state_dict": stale, "ema_state_dict": {f"_orig_mod.{k}": v for k, v in official.items()}},
-               tmp_path / "model.pt")
+    torch.save(
+        {"model_state_dict": stale, "ema_state_dict": {f"_orig_mod.{k}": v for k, v in official.items()}},
+        tmp_path / "model.pt",
+    )
     rgba = read_image(DATA / "object_rgba.png")
     results = []
     for name in ("ours.safetensors", "model.pt"):
-        m, norm, info = load_any_checkpoint(tmp_path / name, "cpu")
+        m, norm, card = load_model(tmp_path / name, "cpu")
         results.append(trace_image(m, norm, rgba, seed=3, cfg=SampleConfig(steps=2)))
-    assert info["release"] == "custom" and info["mode"] == "object"
+    assert card.release == "custom" and card.mode == "object"
     np.testing.assert_array_equal(results[0].points, results[1].points)
     np.testing.assert_array_equal(results[0].valid, results[1].valid)
 
@@ -175,7 +204,7 @@ def test_official_checkpoint_traces_like_ours(tmp_path):
 @pytest.mark.parametrize("shape", [(30, 90), (90, 30)])
 def test_any_aspect_ratio_comes_back_at_its_own_size(random_checkpoint, shape):
     """Wide and tall images are framed into the square and returned at their own H×W, in both modes."""
-    model, norm, _ = load_any_checkpoint(random_checkpoint, "cpu")
+    model, norm, _ = load_model(random_checkpoint, "cpu")
     rgba = np.full((*shape, 4), 255, np.uint8)
     rgba[..., :3] = np.random.default_rng(0).integers(0, 255, (*shape, 3))
     for mode in ("object", "scene"):

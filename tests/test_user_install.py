@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
 OLDEST_BLENDER = "4.2.23"  # the 4.2 LTS: blender_version_min of the manifest
 NEWEST_BLENDER = re.search(r"(?m)^bpy==(\S+)$", (ROOT / "requirements.txt").read_text()).group(1)
 
@@ -29,8 +31,10 @@ def user_blender(version: str) -> Path:
     marker = env / "installed"
     if not marker.is_file():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"bpy=={version}"],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"bpy=={version}"],
+            check=True,
+        )
         marker.touch()
     return python
 
@@ -59,8 +63,13 @@ def test_zip_installs_enables_and_traces_in_a_users_blender(user_zip, version, t
     """Installed from its zip into bpy-only Python: enables, imports every module it ships, traces the
     bundled sample twice, renders through the matched camera, disables and enables again, traces again."""
     python = user_blender(version)
-    run = subprocess.run([str(python), "-I", str(ROOT / "tests" / "user_blender.py"), str(user_zip), "--out", str(tmp_path)],
-                         capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    run = subprocess.run(
+        [str(python), "-I", str(ROOT / "tests" / "user_blender.py"), str(user_zip), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
     figures = json.loads(lines[-1])

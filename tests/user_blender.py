@@ -75,8 +75,8 @@ def render_matched_view(bpy, out: Path, sample: Path) -> float:
     rendered, source = alpha_of(bpy, out / "matched_view.png"), alpha_of(bpy, sample)
     if len(rendered) != len(source):
         fail(f"the render has {len(rendered)} pixels, the image {len(source)}")
-    both = sum(r and s for r, s in zip(rendered, source))
-    either = sum(r or s for r, s in zip(rendered, source))
+    both = sum(r and s for r, s in zip(rendered, source, strict=False))
+    either = sum(r or s for r, s in zip(rendered, source, strict=False))
     return both / max(either, 1)
 
 
@@ -97,8 +97,9 @@ def main() -> None:
     figures = {"blender": bpy.app.version_string, "import_bpy_s": time.perf_counter() - t0}
     bpy.ops.wm.read_factory_settings(use_empty=True)
     t0 = time.perf_counter()
-    result = bpy.ops.extensions.package_install_files(filepath=str(args.zip), repo="user_default",
-                                                      enable_on_install=True, overwrite=True)
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(args.zip), repo="user_default", enable_on_install=True, overwrite=True
+    )
     figures["install_enable_s"] = time.perf_counter() - t0
     if result != {"FINISHED"} or MODULE not in sys.modules or not hasattr(bpy.ops.world_tracing, "trace_image"):
         fail(f"installing {args.zip.name} did not enable the extension ({result})")

@@ -51,8 +51,11 @@ class WT_PT_trace(bpy.types.Panel):
         row = layout.row(align=True)
         if card:
             eta = card["seconds_per_step"] * settings.steps * settings.samples
-            row.label(text=f"{card['name']} · {card['mode']} · {card['image_size']}px · ≈ {_duration(eta)} on {card['device']}",
-                      icon="NETWORK_DRIVE")
+            row.label(
+                text=f"{card['name']} · {card['mode']} · {card['image_size']}px · "
+                f"≈ {_duration(eta)} on {card['device']}",
+                icon="NETWORK_DRIVE",
+            )
         else:
             name = os.path.basename(prefs.checkpoint) if prefs.checkpoint else "shipped tiny model"
             row.label(text=f"Model: {name}", icon="NETWORK_DRIVE")
@@ -130,4 +133,8 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else (f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h")
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 90
+        else (f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h")
+    )

@@ -36,26 +36,62 @@ def _result_changed(settings, context) -> None:
 
 
 class WT_Settings(bpy.types.PropertyGroup):
-    image: PointerProperty(type=bpy.types.Image, name="Image", description="Image to trace (open a file or pick a loaded image)")
-    mode: EnumProperty(name="Mode", default="object", items=[
-        ("object", "Object", "Foreground from the alpha channel, or a plain background keyed out"),
-        ("scene", "Scene", "The whole frame is geometry")])
+    image: PointerProperty(
+        type=bpy.types.Image, name="Image", description="Image to trace (open a file or pick a loaded image)"
+    )
+    mode: EnumProperty(
+        name="Mode",
+        default="object",
+        items=[
+            ("object", "Object", "Foreground from the alpha channel, or a plain background keyed out"),
+            ("scene", "Scene", "The whole frame is geometry"),
+        ],
+    )
     steps: IntProperty(name="Steps", default=20, min=1, max=200, description="Sampler steps (more: slower, finer)")
     seed: IntProperty(name="Seed", default=0, min=0, description="Random seed of the first sample")
-    samples: IntProperty(name="Samples", default=1, min=1, max=8, description="Samples drawn at once; flip between them afterwards")
-    output: EnumProperty(name="Output", default="POINTS", items=[
-        ("POINTS", "Points", "One point cloud per layer"),
-        ("MESHES", "Meshes", "One mesh per layer, cut at depth jumps"),
-        ("BOTH", "Both", "Point clouds and meshes")])
-    layers: IntProperty(name="Layers", default=MAX_LAYERS, min=1, max=MAX_LAYERS, description="Build the first N layers")
-    max_rel_jump: FloatProperty(name="Depth Jump", default=0.05, min=0.0, max=2.0, precision=3,
-                                description="Meshes: cut triangles whose far/near depth ratio exceeds 1 + this")
-    point_size: FloatProperty(name="Point Size", default=1.0, min=0.0, soft_max=5.0, update=_point_size_changed,
-                              description="Point size in pixel footprints (1: each point just covers its pixel)")
-    result: PointerProperty(type=bpy.types.Collection, name="Result", update=_result_changed,
-                            description="The traced result the buttons below act on")
-    show_layers: BoolVectorProperty(name="Show Layers", size=MAX_LAYERS, default=(True,) * MAX_LAYERS, update=_show_layers_changed)
-    sample: IntProperty(name="Sample", default=0, min=0, max=7, options={"HIDDEN"}, description="Which sample the result shows")
+    samples: IntProperty(
+        name="Samples", default=1, min=1, max=8, description="Samples drawn at once; flip between them afterwards"
+    )
+    output: EnumProperty(
+        name="Output",
+        default="POINTS",
+        items=[
+            ("POINTS", "Points", "One point cloud per layer"),
+            ("MESHES", "Meshes", "One mesh per layer, cut at depth jumps"),
+            ("BOTH", "Both", "Point clouds and meshes"),
+        ],
+    )
+    layers: IntProperty(
+        name="Layers", default=MAX_LAYERS, min=1, max=MAX_LAYERS, description="Build the first N layers"
+    )
+    max_rel_jump: FloatProperty(
+        name="Depth Jump",
+        default=0.05,
+        min=0.0,
+        max=2.0,
+        precision=3,
+        description="Meshes: cut triangles whose far/near depth ratio exceeds 1 + this",
+    )
+    point_size: FloatProperty(
+        name="Point Size",
+        default=1.0,
+        min=0.0,
+        soft_max=5.0,
+        update=_point_size_changed,
+        description="Point size in pixel footprints (1: each point just covers its pixel)",
+    )
+    result: PointerProperty(
+        type=bpy.types.Collection,
+        name="Result",
+        update=_result_changed,
+        description="The traced result the buttons below act on",
+    )
+    show_layers: BoolVectorProperty(
+        name="Show Layers", size=MAX_LAYERS, default=(True,) * MAX_LAYERS, update=_show_layers_changed
+    )
+    sample: IntProperty(
+        name="Sample", default=0, min=0, max=7, options={"HIDDEN"}, description="Which sample the result shows"
+    )
     defaults_applied: bpy.props.BoolProperty(default=False, options={"HIDDEN"})
 
 

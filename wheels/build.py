@@ -37,9 +37,28 @@ MANIFEST = ROOT / "blender_manifest.toml"
 
 SHIPPED_BY_BLENDER = ("numpy",)  # distributions Blender's Python already has
 # Top-level modules a Blender install provides besides the standard library.
-BLENDER_MODULES = frozenset({"bpy", "bpy_extras", "bpy_types", "mathutils", "bmesh", "gpu", "gpu_extras", "bl_math",
-                             "blf", "bl_ui", "bl_operators", "addon_utils", "idprop", "imbuf", "aud", "freestyle",
-                             "rna_prop_ui", "numpy"})
+BLENDER_MODULES = frozenset(
+    {
+        "bpy",
+        "bpy_extras",
+        "bpy_types",
+        "mathutils",
+        "bmesh",
+        "gpu",
+        "gpu_extras",
+        "bl_math",
+        "blf",
+        "bl_ui",
+        "bl_operators",
+        "addon_utils",
+        "idprop",
+        "imbuf",
+        "aud",
+        "freestyle",
+        "rna_prop_ui",
+        "numpy",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,9 @@ class Platform:
 PLATFORMS = {
     "linux-x64": Platform("linux-x64", ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")),
     "windows-x64": Platform("windows-x64", ("win_amd64",)),
-    "macos-arm64": Platform("macos-arm64", ("macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64", "macosx_14_0_arm64")),
+    "macos-arm64": Platform(
+        "macos-arm64", ("macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64", "macosx_14_0_arm64")
+    ),
 }
 # Blender versions whose bundled Python matches a wheel tag (blender_version_max is exclusive).
 BLENDER_RANGE = {"3.11": ("4.2.0", "5.1.0"), "3.13": ("5.1.0", None)}
@@ -97,10 +118,25 @@ def resolve(target: Platform, python: str, torch_index: str | None) -> dict[str,
     """{wheel file name: download URL} of everything the bundled requirements need on `target`."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                        "--report", str(report), "--target", str(Path(tmp) / "unused"),
-                        *pip_target(target, python, torch_index), *bundled_requirements()],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--report",
+                str(report),
+                "--target",
+                str(Path(tmp) / "unused"),
+                *pip_target(target, python, torch_index),
+                *bundled_requirements(),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         items = json.loads(report.read_text())["install"]
     urls = {item["download_info"]["url"] for item in items}
     return {unquote(Path(urlparse(url).path).name): url for url in urls}
@@ -113,8 +149,21 @@ def download(target: Platform, python: str, torch_index: str | None) -> list[Pat
     for name, url in sorted(resolve(target, python, torch_index).items()):
         path = WHEELS / name
         if not path.is_file():
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(WHEELS), "--quiet",
-                            *pip_target(target, python, torch_index), url], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--dest",
+                    str(WHEELS),
+                    "--quiet",
+                    *pip_target(target, python, torch_index),
+                    url,
+                ],
+                check=True,
+            )
         if not path.is_file():
             raise SystemExit(f"pip did not fetch {name} from {url}")
         if wheel_distribution(path) not in SHIPPED_BY_BLENDER:
@@ -197,8 +246,19 @@ def build(platforms: list[str], python: str, torch_index: str | None, out: Path)
     original = MANIFEST.read_text()
     try:
         MANIFEST.write_text(manifest_with(original, wheels, [p.blender for p in chosen], python))
-        subprocess.run([sys.executable, str(tool), "build", "--source-dir", str(ROOT), "--output-dir", str(out),
-                        "--split-platforms"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(tool),
+                "build",
+                "--source-dir",
+                str(ROOT),
+                "--output-dir",
+                str(out),
+                "--split-platforms",
+            ],
+            check=True,
+        )
     finally:
         MANIFEST.write_text(original)
     zips = sorted(z for z in out.glob("*.zip") if any(p.replace("-", "_") in z.name for p in platforms))
@@ -208,9 +268,11 @@ def build(platforms: list[str], python: str, torch_index: str | None, out: Path)
         if foreign:
             z.unlink()
             listing = "; ".join(f"{m} (in {', '.join(sorted(set(f)))})" for m, f in sorted(foreign.items()))
-            raise SystemExit(f"{z.name} imports packages that neither Blender nor the bundled wheels provide: {listing}. "
-                             "Bundle them (wheels/requirements.txt) or keep those modules out of the zip "
-                             "(paths_exclude_pattern in blender_manifest.toml)")
+            raise SystemExit(
+                f"{z.name} imports packages that neither Blender nor the bundled wheels provide: {listing}. "
+                "Bundle them (wheels/requirements.txt) or keep those modules out of the zip "
+                "(paths_exclude_pattern in blender_manifest.toml)"
+            )
         subprocess.run([sys.executable, str(tool), "validate", str(z)], check=True)
     return zips
 
@@ -229,11 +291,18 @@ def this_platform() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--platform", nargs="+", default=[this_platform()], choices=sorted(PLATFORMS),
-                        help="default: this machine's")
-    parser.add_argument("--python", default="3.11", choices=sorted(BLENDER_RANGE),
-                        help="3.11 for Blender 4.2–5.0, 3.13 for Blender 5.1+")
-    parser.add_argument("--torch-index", help="extra index for torch, e.g. https://download.pytorch.org/whl/cu128 (CUDA)")
+    parser.add_argument(
+        "--platform", nargs="+", default=[this_platform()], choices=sorted(PLATFORMS), help="default: this machine's"
+    )
+    parser.add_argument(
+        "--python",
+        default="3.11",
+        choices=sorted(BLENDER_RANGE),
+        help="3.11 for Blender 4.2–5.0, 3.13 for Blender 5.1+",
+    )
+    parser.add_argument(
+        "--torch-index", help="extra index for torch, e.g. https://download.pytorch.org/whl/cu128 (CUDA)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
     args = parser.parse_args()
     for z in build(args.platform, args.python, args.torch_index, args.out):

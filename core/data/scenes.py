@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .tracing import SkipSample
+from ..geometry.camera import SENSOR_MM, fov_to_focal
+from .tracing import SkipSample, evaluated_mesh
 
 OBJECT_RADIUS = 0.5  # object mode: the group of objects is scaled into a sphere of this radius
 ASSET_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".blend")
@@ -293,15 +294,7 @@ def _evaluated_world_vertices(objects) -> np.ndarray:
     import bpy
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    chunks = []
-    for obj in objects:
-        ev = obj.evaluated_get(depsgraph)
-        mesh = ev.to_mesh()
-        co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-        mesh.vertices.foreach_get("co", co)
-        ev.to_mesh_clear()
-        m = np.array(ev.matrix_world, dtype=np.float64)
-        chunks.append(co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3])
+    chunks = [evaluated_mesh(obj, depsgraph, triangles=False)[0] for obj in objects]
     return np.concatenate(chunks) if chunks else np.zeros((0, 3))
 
 
@@ -315,7 +308,8 @@ def build_object_scene(rng: np.random.Generator, assets: list[Path], log: list[s
     root = bpy.data.objects.new("group", None)
     bpy.context.scene.collection.objects.link(root)
     count = int(rng.choice([1, 1, 1, 2, 2, 3]))
-    parts, objects = [], []
+    parts: list = []
+    objects: list = []
     for i in range(count):
         group = None
         if assets and rng.random() < 0.5:
@@ -485,8 +479,8 @@ def add_camera(position: np.ndarray, direction: np.ndarray, fov: float, roll: fl
 
     cam = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
     cam.data.sensor_fit = "HORIZONTAL"
-    cam.data.sensor_width = 36.0
-    cam.data.lens = 0.5 * 36.0 / math.tan(0.5 * fov)
+    cam.data.sensor_width = SENSOR_MM
+    cam.data.lens = fov_to_focal(fov, SENSOR_MM)
     cam.data.clip_start = 0.01
     cam.location = position.tolist()
     cam.rotation_mode = "QUATERNION"

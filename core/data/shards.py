@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 from ..atomic import write_atomic
-from ..geometry import pixel_rays, ray_distance_to_points
+from ..imageio import BACKGROUND as IMAGE_BACKGROUND
+from ..geometry.points import pixel_rays, ray_distance_to_points
 from ..layered import LayeredPointMap
 
 SHARD_KEYS = ("rgb", "alpha", "distance", "intrinsics", "cam_to_world", "index")
-BACKGROUND = 0.5  # grey the foreground is composited on (the released object model's example uses 128)
+BACKGROUND = torch.tensor(IMAGE_BACKGROUND) / 255.0  # [3] grey the foreground is composited on, as in tracing
 
 
 def shard_path(folder: str | os.PathLike, shard: int) -> Path:
@@ -45,12 +46,12 @@ class ShardReader:
     batches forever; `layered(i)` gives one sample as a LayeredPointMap for evaluation.
     """
 
-    def __init__(self, folders: str | os.PathLike | list, background: float = BACKGROUND):
+    def __init__(self, folders: str | os.PathLike | list):
         folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
         files = sorted(p for f in folders for p in Path(f).glob("shard_*.npz"))
         if not files:
             raise FileNotFoundError(f"no shard_*.npz files in {', '.join(map(str, folders))}")
-        parts = {k: [] for k in SHARD_KEYS}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in SHARD_KEYS}
         self.meta = []
         for path in files:
             with np.load(path, allow_pickle=False) as f:
@@ -62,7 +63,6 @@ class ShardReader:
             raise ValueError(f"shards mix resolutions or layer counts: {sorted(shapes)}")
         self.rgb, self.alpha, self.distance, self.intrinsics, self.cam_to_world, self.index = (
             np.concatenate(parts[k]) for k in SHARD_KEYS)
-        self.background = background
         self.mode = self.meta[0].get("mode", "object")
 
     def __len__(self) -> int:
@@ -88,7 +88,7 @@ class ShardReader:
         L = num_layers or self.num_layers
         rgb = torch.from_numpy(self.rgb[idx]).float() / 255.0  # [B, H, W, 3]
         alpha = torch.from_numpy(self.alpha[idx]).float()[..., None] / 255.0  # [B, H, W, 1]
-        image = (rgb * alpha + self.background * (1 - alpha)).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W]
+        image = (rgb * alpha + BACKGROUND * (1 - alpha)).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W]
         distance = torch.from_numpy(self.distance[idx, :L].astype(np.float32))  # [B, L, H, W]
         intrinsics = torch.from_numpy(self.intrinsics[idx])  # [B, 3, 3]
         H, W = self.resolution

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geometry import pixel_rays, ray_distance_to_points
-from ..raytrace import occluded_along, trace_camera
+from ..geometry.points import pixel_rays, ray_distance_to_points
+from ..geometry.raytrace import occluded_along, trace_camera
 from .scenes import OBJECT_RADIUS
 from .shards import BACKGROUND
 
@@ -92,14 +92,15 @@ def box_mesh(centre: torch.Tensor, size: torch.Tensor, subdivisions: int = 1) ->
     g = torch.linspace(-0.5, 0.5, subdivisions + 1)
     s, t = torch.meshgrid(g, g, indexing="ij")
     quad = grid_faces(subdivisions + 1, subdivisions + 1, wrap=False)
-    verts, faces = [], []
+    verts: list[torch.Tensor] = []
+    faces: list[torch.Tensor] = []
     for axis in range(3):
         for sign in (-1.0, 1.0):
             u, w = (axis + 1) % 3, (axis + 2) % 3
             p = torch.zeros(s.numel(), 3)
             p[:, axis], p[:, u], p[:, w] = sign * 0.5, s.flatten(), t.flatten()
             f = quad if sign > 0 else quad.flip(1)
-            faces.append(f + sum(len(v) for v in verts))
+            faces.append(f + sum(v.shape[0] for v in verts))
             verts.append(p)
     return torch.cat(verts) * size + centre, torch.cat(faces)
 
@@ -226,7 +227,9 @@ class SceneStream:
         """World-space vertices, faces and per-face object id of 1–3 objects in the object sphere."""
         rng = self.rng
         count = int(rng.choice([1, 1, 1, 2, 2, 3]))
-        verts, faces, owner = [], [], []
+        verts: list[torch.Tensor] = []
+        faces: list[torch.Tensor] = []
+        owner: list[torch.Tensor] = []
         for i in range(count):
             (v, f), _ = self.random_object()
             v = v - 0.5 * (v.amin(0) + v.amax(0))
@@ -234,7 +237,7 @@ class SceneStream:
             v = (v * torch.from_numpy(rng.uniform(0.6, 1.4, 3)).float()) @ random_rotation(rng).T
             if count > 1:
                 v = v + torch.from_numpy(rng.uniform(-0.6, 0.6, 3)).float()
-            faces.append(f + sum(len(x) for x in verts))
+            faces.append(f + sum(x.shape[0] for x in verts))
             verts.append(v)
             owner.append(torch.full((len(f),), i))
         v, f = torch.cat(verts), torch.cat(faces)
@@ -309,14 +312,10 @@ class SceneStream:
         samples = [self.sample() for _ in range(batch_size)]
         rgb = torch.stack([s["rgb"] for s in samples])
         alpha = torch.stack([s["alpha"] for s in samples])[..., None]
-        image = (rgb * alpha + BACKGROUND * (1 - alpha)).permute(0, 3, 1, 2).contiguous()
+        image = (rgb * alpha + BACKGROUND.to(rgb.device) * (1 - alpha)).permute(0, 3, 1, 2).contiguous()
         distance = torch.stack([s["distance"][:L] for s in samples])
         intrinsics = torch.stack([s["intrinsics"] for s in samples])
         R = self.cfg.resolution
         points = ray_distance_to_points(distance, pixel_rays(intrinsics, R, R)[:, None])
         valid = distance > 0
         return {"image": image, "points": points, "valid": valid, "foreground": valid[:, 0], "intrinsics": intrinsics}
-
-    def batches(self, batch_size: int, num_layers: int | None = None):
-        while True:
-            yield self.batch(batch_size, num_layers)

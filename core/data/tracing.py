@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..camera import blender_camera_to_intrinsics
-from ..geometry import pixel_rays
+from ..geometry.camera import blender_camera_to_intrinsics
+from ..geometry.points import pixel_rays
 
 #: OpenCV camera axes expressed in Blender camera axes (x, -y, -z).
 CV_TO_BLENDER = np.diag([1.0, -1.0, -1.0])
@@ -50,6 +50,23 @@ def traced_objects() -> list:
     return [o for o in bpy.context.scene.objects if o.type == "MESH" and not o.hide_render and not o.get("wt_helper")]
 
 
+def evaluated_mesh(obj, depsgraph, triangles: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """World-space vertices (N, 3) float64 and triangles (M, 3) int64 of an object as it renders
+    (modifiers applied); no triangles when `triangles` is False."""
+    ev = obj.evaluated_get(depsgraph)
+    mesh = ev.to_mesh()
+    co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+    mesh.vertices.foreach_get("co", co)
+    tri = np.zeros((0, 3), dtype=np.int64)
+    if triangles:
+        mesh.calc_loop_triangles()
+        tri = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+        mesh.loop_triangles.foreach_get("vertices", tri)
+    m = np.array(ev.matrix_world, dtype=np.float64)
+    ev.to_mesh_clear()
+    return co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3], tri.reshape(-1, 3)
+
+
 def scene_triangles(log: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """World-space vertices (N, 3) float64 and triangles (M, 3) int of the evaluated scene.
 
@@ -60,17 +77,7 @@ def scene_triangles(log: list[str]) -> tuple[np.ndarray, np.ndarray]:
     depsgraph = bpy.context.evaluated_depsgraph_get()
     verts, tris, offset = [], [], 0
     for obj in traced_objects():
-        ev = obj.evaluated_get(depsgraph)
-        mesh = ev.to_mesh()
-        mesh.calc_loop_triangles()
-        co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-        mesh.vertices.foreach_get("co", co)
-        tri = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
-        mesh.loop_triangles.foreach_get("vertices", tri)
-        ev.to_mesh_clear()
-        m = np.array(ev.matrix_world, dtype=np.float64)
-        co = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
-        tri = tri.reshape(-1, 3)
+        co, tri = evaluated_mesh(obj, depsgraph)
         area = 0.5 * np.linalg.norm(np.cross(co[tri[:, 1]] - co[tri[:, 0]], co[tri[:, 2]] - co[tri[:, 0]]), axis=1).sum() if len(tri) else 0.0
         if area < 1e-10:
             log.append(f"skipped object {obj.name}: zero-area mesh")

@@ -69,6 +69,9 @@ def collapsed_layers_to_valid(points: torch.Tensor, foreground: torch.Tensor, re
     return torch.cumprod(valid.to(torch.uint8), dim=-3).bool()
 
 
+NORMALIZATIONS = ("zscore", "log_median")  # objects, scenes
+
+
 @dataclass(frozen=True)
 class PointNormalization:
     """How camera-space points map to the network's units, with an exact inverse.
@@ -83,7 +86,7 @@ class PointNormalization:
     std: tuple[float, float, float] = OBJECT_STD
 
     def __post_init__(self) -> None:
-        if self.mode not in ("zscore", "log_median"):
+        if self.mode not in NORMALIZATIONS:
             raise ValueError(f"unknown normalisation mode {self.mode!r} (expected 'zscore' or 'log_median')")
 
     def to_json(self) -> str:

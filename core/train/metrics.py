@@ -19,28 +19,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..geometry.alignment import align_points_scale_z_shift, apply_scale_z_shift
+
 VISIBLE_KEYS = ("abs_rel", "delta1", "mae", "rmse", "point_rel", "scale", "shift")
-
-
-def align_points_scale_z_shift(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    """Least-squares scale s (on xyz) and z-shift t minimising Σ‖s·p + t·e_z − g‖².
-
-    pred, gt: (N, 3) corresponding points. Solves the 2×2 normal equations in float64
-    (minimum-norm solution when they are singular). Returns (s, t).
-    """
-    p = np.asarray(pred, dtype=np.float64)
-    g = np.asarray(gt, dtype=np.float64)
-    a = np.array([[np.sum(p * p), np.sum(p[:, 2])], [np.sum(p[:, 2]), len(p)]])
-    b = np.array([np.sum(p * g), np.sum(g[:, 2])])
-    (s, t), *_ = np.linalg.lstsq(a, b, rcond=None)
-    return float(s), float(t)
-
-
-def apply_scale_z_shift(points: np.ndarray, scale: float, shift: float) -> np.ndarray:
-    """s·p + t·e_z for points (..., 3); returns a new (..., 3) array."""
-    out = scale * np.asarray(points)
-    out[..., 2] += shift
-    return out
 
 
 def visible_surface_metrics(pred_points: np.ndarray, gt_points: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -105,8 +86,14 @@ def _subsample(points: np.ndarray, max_points: int, rng: np.random.Generator) ->
     return points[rng.choice(len(points), max_points, replace=False)]
 
 
-def evaluate_layered(pred_points: np.ndarray, pred_valid: np.ndarray, gt_points: np.ndarray, gt_valid: np.ndarray,
-                     max_points: int = 20000, seed: int = 0) -> dict[str, float]:
+def evaluate_layered(
+    pred_points: np.ndarray,
+    pred_valid: np.ndarray,
+    gt_points: np.ndarray,
+    gt_valid: np.ndarray,
+    max_points: int = 20000,
+    seed: int = 0,
+) -> dict[str, float]:
     """All metrics of one sample, as a flat dict of floats.
 
     pred_points (Lp, H, W, 3), pred_valid (Lp, H, W); gt_points (Lg, H, W, 3), gt_valid (Lg, H, W).

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .layered import LayeredPointMap
+from ..layered import LayeredPointMap
 
 
 @dataclass
@@ -82,8 +82,9 @@ def layer_to_grid_mesh(points: np.ndarray, valid: np.ndarray, layer: int = 0, ma
     )
 
 
-def layered_to_meshes(lpm: LayeredPointMap, max_rel_jump: float = 0.05,
-                      layers: list[int] | None = None) -> list[GridMesh]:
+def layered_to_meshes(
+    lpm: LayeredPointMap, max_rel_jump: float = 0.05, layers: list[int] | None = None
+) -> list[GridMesh]:
     """One `GridMesh` per layer of `lpm` (all layers, front to back, unless `layers` picks some)."""
-    layers = range(lpm.num_layers) if layers is None else layers
-    return [layer_to_grid_mesh(lpm.points[k], lpm.valid[k], k, max_rel_jump) for k in layers]
+    chosen = range(lpm.num_layers) if layers is None else layers
+    return [layer_to_grid_mesh(lpm.points[k], lpm.valid[k], k, max_rel_jump) for k in chosen]

@@ -22,11 +22,6 @@ def fov_to_focal(fov: float, size: float) -> float:
     return 0.5 * size / np.tan(0.5 * fov)
 
 
-def focal_to_fov(focal: float, size: float) -> float:
-    """Field of view (radians) across `size` pixels for a focal length in pixels."""
-    return 2.0 * np.arctan(0.5 * size / focal)
-
-
 def _pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     v, u = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
     return u, v
@@ -59,7 +54,10 @@ def points_to_intrinsics(points: np.ndarray, mask: np.ndarray, min_points: int =
     p = points.astype(np.float64)
     ok = mask & (p[..., 2] > 1e-6) & np.all(np.isfinite(p), axis=-1)
     if ok.sum() < min_points:
-        raise ValueError(f"need at least {min_points} foreground pixels in front of the camera to solve intrinsics, got {int(ok.sum())}")
+        raise ValueError(
+            f"need at least {min_points} foreground pixels in front of the camera to solve intrinsics, "
+            f"got {int(ok.sum())}"
+        )
     u, v = _pixel_centres(H, W)
     x, y, z = p[ok, 0], p[ok, 1], p[ok, 2]
     fx, cx = _robust_line_fit(x / z, u[ok])
@@ -82,8 +80,9 @@ class BlenderCamera:
     pixel_aspect_y: float
 
 
-def intrinsics_to_blender_camera(intrinsics: np.ndarray, width: int, height: int,
-                                 sensor: float = SENSOR_MM) -> BlenderCamera:
+def intrinsics_to_blender_camera(
+    intrinsics: np.ndarray, width: int, height: int, sensor: float = SENSOR_MM
+) -> BlenderCamera:
     """Blender lens, sensor fit, shift and pixel aspect for a pinhole matrix on a W×H image.
 
     Blender measures the view plane against `viewfac` = W (horizontal fit) or
@@ -109,9 +108,18 @@ def intrinsics_to_blender_camera(intrinsics: np.ndarray, width: int, height: int
     )
 
 
-def blender_camera_to_intrinsics(lens: float, sensor_width: float, sensor_height: float, sensor_fit: str,
-                                 shift_x: float, shift_y: float, width: int, height: int,
-                                 pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0) -> np.ndarray:
+def blender_camera_to_intrinsics(
+    lens: float,
+    sensor_width: float,
+    sensor_height: float,
+    sensor_fit: str,
+    shift_x: float,
+    shift_y: float,
+    width: int,
+    height: int,
+    pixel_aspect_x: float = 1.0,
+    pixel_aspect_y: float = 1.0,
+) -> np.ndarray:
     """Pinhole matrix (pixels) of a Blender perspective camera rendering a W×H image; inverse of the above."""
     ycor = pixel_aspect_y / pixel_aspect_x
     if sensor_fit == "AUTO":

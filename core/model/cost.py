@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import BLOCK_TYPES, WTDiT, WTDiTConfig
+from .wtdit import BLOCK_TYPES, WTDiT, WTDiTConfig
 
 
 def forward_inputs(cfg: WTDiTConfig, batch: int = 1, device: str | torch.device = "meta", frames: int = 1):
@@ -21,7 +21,9 @@ def forward_inputs(cfg: WTDiTConfig, batch: int = 1, device: str | torch.device 
     S = cfg.image_size
     x = torch.randn(batch, frames * cfg.num_layers, S, S, 3, device=device)
     t = torch.rand(batch, device=device)
-    image = torch.rand(batch, frames, 3, S, S, device=device) if frames > 1 else torch.rand(batch, 3, S, S, device=device)
+    image = (
+        torch.rand(batch, frames, 3, S, S, device=device) if frames > 1 else torch.rand(batch, 3, S, S, device=device)
+    )
     return x, t, image
 
 
@@ -40,11 +42,11 @@ def count_flops(cfg: WTDiTConfig, batch: int = 1) -> dict[str, int]:
     """FLOPs of one forward (multiply-adds count 2): 'total', 'encoder', and per block kind."""
     with torch.device("meta"):
         model = WTDiT(cfg)
-    counter = FlopCounterMode(display=False, depth=None)
+    counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(*forward_inputs(cfg, batch))
     counts = counter.get_flop_counts()
-    split = defaultdict(int)
+    split: defaultdict[str, int] = defaultdict(int)
     for name, ops in counts.items():
         kind = block_kind(name.replace("WTDiT.", "", 1))
         if kind:
@@ -63,14 +65,22 @@ def model_summary(cfg: WTDiTConfig) -> str:
     """A few lines: shape of the config, parameters, FLOPs per forward and the split by kind."""
     flops = count_flops(cfg)
     tokens = cfg.num_layers * (cfg.image_size // cfg.patch_size) ** 2
-    kinds = ", ".join(f"{k} {flops[k] / flops['total']:.0%}" for k in ("encoder", "frame", "ray", "global", "temporal") if flops.get(k))
-    return (f"{cfg.image_size}px patch {cfg.patch_size}, L={cfg.num_layers}, D={cfg.dim}, {cfg.depth}+{cfg.head_depth} blocks, "
-            f"{tokens} tokens\n  parameters {count_parameters(cfg) / 1e6:.2f}M, "
-            f"forward {flops['total'] / 1e9:.2f} GFLOP ({kinds})")
+    kinds = ", ".join(
+        f"{k} {flops[k] / flops['total']:.0%}"
+        for k in ("encoder", "frame", "ray", "global", "temporal")
+        if flops.get(k)
+    )
+    return (
+        f"{cfg.image_size}px patch {cfg.patch_size}, L={cfg.num_layers}, D={cfg.dim}, "
+        f"{cfg.depth}+{cfg.head_depth} blocks, "
+        f"{tokens} tokens\n  parameters {count_parameters(cfg) / 1e6:.2f}M, "
+        f"forward {flops['total'] / 1e9:.2f} GFLOP ({kinds})"
+    )
 
 
 # Share of the measured matmul rate a whole WT-DiT forward reaches (benchmarks/bench_model.py).
-# CPU, measured on 2 cores: tiny 63–67 % of the GEMM peak, r75b roughly 75 % (one step, shared CPU). GPU and MPS: not yet
+# CPU, measured on 2 cores: tiny 63–67 % of the GEMM peak, r75b roughly 75 % (one step, shared CPU).
+# GPU and MPS: not yet
 # measured (no GPU lent so far), conservative guesses.
 EFFICIENCY = {"cpu": 0.65, "cuda": 0.4, "mps": 0.3}
 
@@ -89,7 +99,7 @@ def matmul_rate(device: str) -> float:
         a @ a
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return 4 * 2 * 1024 ** 3 / (time.perf_counter() - t0)
+    return 4 * 2 * 1024**3 / (time.perf_counter() - t0)
 
 
 def estimate_seconds(forward_flops: float, steps: int, device: str, samples: int = 1) -> float:

@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
+from ..geometry.points import PointNormalization
 from .checkpoint import CheckpointError, check_state_dict, save_checkpoint
 from .encoder import EncoderConfig
-from .geometry import PointNormalization
-from .model import CONFIGS, WTDiT, WTDiTConfig
+from .wtdit import CONFIGS, WTDiT, WTDiTConfig
 
 # (official pattern, our replacement), applied in order; the last rule renames every block's norm3.
 KEY_RULES = [
@@ -98,25 +99,23 @@ def read_official_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    data: Any  # a state dict, a dict holding some, or anything else a file may hold
     try:
         if path.suffix == ".safetensors":
             data = load_file(str(path))
         else:
             data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # weights_only refusals, zip errors, truncated files
-        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only checkpoint ({str(e).splitlines()[0]})"
+        ) from None
     if isinstance(data, dict) and ("model_state_dict" in data or "ema_state_dict" in data):
         data = data.get("ema_state_dict") or data["model_state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors")
     if data and all(k.startswith("_orig_mod.") for k in data):
-        data = {k[len("_orig_mod."):]: v for k, v in data.items()}
+        data = {k[len("_orig_mod.") :]: v for k, v in data.items()}
     return {k.replace("._checkpoint_wrapped_module", ""): v for k, v in data.items()}
-
-
-def is_official_state(state: dict) -> bool:
-    """Do these keys look like the released layout?"""
-    return any(k.startswith("net.decoder_blocks.") for k in state) and "layer_embed.weight" in state
 
 
 def infer_config(state: dict[str, torch.Tensor]) -> tuple[WTDiTConfig, str]:
@@ -126,20 +125,33 @@ def infer_config(state: dict[str, torch.Tensor]) -> tuple[WTDiTConfig, str]:
     and DINOv2's head width of 64 (encoder). The image size is the release's, or patch × the
     encoder's positional grid for other shapes.
     """
+
     def count(prefix: str) -> int:
         return len({k.split(".")[len(prefix.split("."))] for k in state if k.startswith(prefix + ".")})
 
     D = state["time_embed.embed.0.weight"].shape[0]
     patch = math.isqrt(state["head.out.weight"].shape[0] // 3)
     embed = state["encoder.cls_token"].shape[-1]
-    encoder = EncoderConfig(embed_dim=embed, depth=count("encoder.blocks"), num_heads=max(1, embed // 64),
-                            pos_grid=math.isqrt(state["encoder.pos_embed"].shape[1] - 1),
-                            num_features=state["encoder.final_project.weight"].shape[1] // embed, frozen=True)
-    cfg = WTDiTConfig(image_size=patch * encoder.pos_grid, patch_size=patch, num_layers=state["film.layer_embed.weight"].shape[0],
-                      dim=D, num_heads=D // state["blocks.0.attn.q_norm.weight"].shape[0], depth=count("blocks"),
-                      head_depth=count("head.blocks"),
-                      layer_conditioning="film_adaln" if "layer_adaln.1.weight" in state else "film",
-                      temporal=count("temporal_blocks") > 0, encoder=encoder)
+    encoder = EncoderConfig(
+        embed_dim=embed,
+        depth=count("encoder.blocks"),
+        num_heads=max(1, embed // 64),
+        pos_grid=math.isqrt(state["encoder.pos_embed"].shape[1] - 1),
+        num_features=state["encoder.final_project.weight"].shape[1] // embed,
+        frozen=True,
+    )
+    cfg = WTDiTConfig(
+        image_size=patch * encoder.pos_grid,
+        patch_size=patch,
+        num_layers=state["film.layer_embed.weight"].shape[0],
+        dim=D,
+        num_heads=D // state["blocks.0.attn.q_norm.weight"].shape[0],
+        depth=count("blocks"),
+        head_depth=count("head.blocks"),
+        layer_conditioning="film_adaln" if "layer_adaln.1.weight" in state else "film",
+        temporal=count("temporal_blocks") > 0,
+        encoder=encoder,
+    )
     for name in RELEASES:
         release = CONFIGS[name]()
         if WTDiTConfig(**{**cfg.to_dict(), "image_size": release.image_size}) == release:
@@ -147,7 +159,19 @@ def infer_config(state: dict[str, torch.Tensor]) -> tuple[WTDiTConfig, str]:
     return cfg, "custom"
 
 
-def checked_config(state: dict[str, torch.Tensor], path: str | Path) -> tuple[WTDiTConfig, str]:
+def release_normalization(release: str, cfg: WTDiTConfig) -> PointNormalization:
+    """How a release's points are normalised (a custom shape: log-median with per-layer AdaLN, as r69l)."""
+    return PointNormalization(
+        RELEASES.get(release, "log_median" if cfg.layer_conditioning == "film_adaln" else "zscore")
+    )
+
+
+def read_release(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a released file under our key names (see `read_official_file`)."""
+    return official_to_ours(read_official_file(path))
+
+
+def release_config(state: dict[str, torch.Tensor], path: str | Path) -> tuple[WTDiTConfig, str]:
     """`infer_config` for the tensors (our key names, real or meta) of the file `path`, with every
     tensor's shape checked against the config; CheckpointError naming the file otherwise."""
     try:
@@ -162,34 +186,42 @@ def checked_config(state: dict[str, torch.Tensor], path: str | Path) -> tuple[WT
     return cfg, name
 
 
-def load_official(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                  config: WTDiTConfig | None = None) -> tuple[WTDiT, PointNormalization, dict]:
-    """A released checkpoint as (model in eval mode, normalisation, info).
+def load_official(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    config: WTDiTConfig | None = None,
+) -> tuple[WTDiT, PointNormalization, str]:
+    """A released checkpoint as (model in eval mode, normalisation, release name or "custom").
 
     Every tensor the model needs must be present with its shape (CheckpointError names the rest);
-    unknown extra tensors are ignored and counted in info["ignored"]. `config` overrides inference.
+    unknown extra tensors are ignored. `config` overrides the config read from the shapes.
     """
-    state = official_to_ours(read_official_file(path))
-    inferred, name = checked_config(state, path)
+    state = read_release(path)
+    inferred, release = release_config(state, path)
     cfg = config or inferred
     with torch.device("meta"):
         model = WTDiT(cfg)
     expected = model.state_dict()
-    extras = sorted(set(state) - set(expected))
     state = {k: v for k, v in state.items() if k in expected}
     check_state_dict(model, state, str(path))
     # copy=True: the file is memory-mapped; the model must not depend on it staying as it is
-    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True) for k, v in state.items()}
+    state = {
+        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True) for k, v in state.items()
+    }
     model.load_state_dict(state, assign=True)
-    normalization = PointNormalization(RELEASES.get(name, "log_median" if cfg.layer_conditioning == "film_adaln" else "zscore"))
-    info = {"name": f"official {name}", "release": name, "ignored": len(extras),
-            "mode": "scene" if normalization.mode == "log_median" else "object",
-            "scene_framing": "stretch"}  # the released scene model resizes the whole image to its square
-    return model.eval(), normalization, info
+    return model.eval(), release_normalization(release, cfg), release
 
 
-def convert_official(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.bfloat16) -> dict:
-    """Write a released checkpoint as one of our .safetensors files (config and normalisation inside)."""
-    model, normalization, info = load_official(src, "cpu", dtype)
-    save_checkpoint(dst, model.state_dict(), model.cfg, normalization, dict(info, source=Path(src).name))
-    return info
+def convert_official(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.bfloat16) -> str:
+    """Write a released checkpoint as one of our .safetensors files (config and normalisation inside);
+    returns the release."""
+    model, normalization, release = load_official(src, "cpu", dtype)
+    save_checkpoint(
+        dst,
+        model.state_dict(),
+        model.cfg,
+        normalization,
+        {"name": f"official {release}", "release": release, "source": Path(src).name},
+    )
+    return release

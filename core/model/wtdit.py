@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 from einops import rearrange, repeat
@@ -69,6 +70,7 @@ class WTDiTConfig:
 # ----------------------------------------------------------------------------------------------
 # Helpers and embedders
 # ----------------------------------------------------------------------------------------------
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
@@ -123,6 +125,7 @@ class LayerFiLM(nn.Module):
 # The DiT block (decoder, head and temporal blocks alike)
 # ----------------------------------------------------------------------------------------------
 
+
 class DiTBlock(nn.Module):
     """AdaLN-modulated pre-norm block with qk-norm attention, LayerScale and gates.
 
@@ -140,7 +143,9 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layerscale_init)
 
-    def forward(self, x: torch.Tensor, ada: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, ada: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
         """x [N, n, D]; ada [N, 6, D]; rope tables [n, hd] or None. Returns [N, n, D]."""
         mod = self.modulation.view(6, -1) + ada  # [N, 6, D]
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.unsqueeze(-2).unbind(dim=-3)  # [N, 1, D] each
@@ -148,8 +153,9 @@ class DiTBlock(nn.Module):
         return x + gate_m * self.ls2(self.mlp(modulate(self.norm2(x), shift_m, scale_m)))
 
 
-def run_block(block: DiTBlock, kind: str, x: torch.Tensor, ada_layer: torch.Tensor, ada_mean: torch.Tensor,
-              ropes: dict, T: int) -> torch.Tensor:
+def run_block(
+    block: nn.Module, kind: str, x: torch.Tensor, ada_layer: torch.Tensor, ada_mean: torch.Tensor, ropes: dict, T: int
+) -> torch.Tensor:
     """Apply `block` to canonical tokens x [B, V, P, D] in the attention shape `kind`.
 
     ada_layer [B, L, 6, D] conditions frame blocks (each layer its own t); ada_mean [B, 6, D]
@@ -180,6 +186,7 @@ def run_block(block: DiTBlock, kind: str, x: torch.Tensor, ada_layer: torch.Tens
 # Head
 # ----------------------------------------------------------------------------------------------
 
+
 class GeometryHead(nn.Module):
     """Head blocks (frame/ray/global cycle) with their own layer FiLM, then a linear map per token
     to a p×p×3 patch of x̂0."""
@@ -187,18 +194,16 @@ class GeometryHead(nn.Module):
     def __init__(self, cfg: WTDiTConfig):
         super().__init__()
         self.film = LayerFiLM(cfg.num_layers, cfg.dim)
-        self.blocks = nn.ModuleList(DiTBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init)
-                                    for _ in range(cfg.head_depth))
-        self.out = nn.Linear(cfg.dim, cfg.patch_size ** 2 * 3)
+        self.blocks = nn.ModuleList(
+            DiTBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init) for _ in range(cfg.head_depth)
+        )
+        self.out = nn.Linear(cfg.dim, cfg.patch_size**2 * 3)
 
-    def forward(self, x: torch.Tensor, ada_layer: torch.Tensor, ada_mean: torch.Tensor, ropes: dict, T: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, ada_layer: torch.Tensor, ada_mean: torch.Tensor, ropes: dict, T: int
+    ) -> torch.Tensor:
         """x [B, V, P, D] → [B, V, P, p·p·3]."""
-        gamma, beta = self.film()  # [L, D]
-        for i, block in enumerate(self.blocks):
-            kind = BLOCK_TYPES[i % 3]
-            if kind == "frame":
-                x = apply_film(x, gamma, beta, T)
-            x = run_block(block, kind, x, ada_layer, ada_mean, ropes, T)
+        x = run_stack(self.blocks, self.film(), x, ada_layer, ada_mean, ropes, T)
         return self.out(x)
 
 
@@ -208,9 +213,33 @@ def apply_film(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, T: int)
     return x * (1 + gamma) + beta
 
 
+def run_stack(
+    blocks: nn.ModuleList,
+    film: tuple[torch.Tensor, torch.Tensor],
+    x: torch.Tensor,
+    ada_frame: torch.Tensor,
+    ada_mean: torch.Tensor,
+    ropes: dict,
+    T: int,
+    temporal_blocks: nn.ModuleList | None = None,
+) -> torch.Tensor:
+    """Blocks cycling frame → ray → global on x [B, V, P, D], the layer FiLM (γ, β [L, D]) before every
+    frame block, and a temporal block after every global one when given (and T > 1)."""
+    gamma, beta = film
+    for i, block in enumerate(blocks):
+        kind = BLOCK_TYPES[i % 3]
+        if kind == "frame":
+            x = apply_film(x, gamma, beta, T)
+        x = run_block(block, kind, x, ada_frame, ada_mean, ropes, T)
+        if kind == "global" and temporal_blocks is not None and T > 1:
+            x = run_block(temporal_blocks[i // 3], "temporal", x, ada_frame, ada_mean, ropes, T)
+    return x
+
+
 # ----------------------------------------------------------------------------------------------
 # WT-DiT
 # ----------------------------------------------------------------------------------------------
+
 
 class WTDiT(nn.Module):
     def __init__(self, cfg: WTDiTConfig):
@@ -224,10 +253,13 @@ class WTDiT(nn.Module):
         self.film = LayerFiLM(cfg.num_layers, D)
         if cfg.layer_conditioning == "film_adaln":
             self.layer_adaln = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
-        self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init) for _ in range(cfg.depth)
+        )
         if cfg.temporal:
-            self.temporal_blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init)
-                                                 for _ in range(cfg.depth // 3))
+            self.temporal_blocks = nn.ModuleList(
+                DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init) for _ in range(cfg.depth // 3)
+            )
         self.head = GeometryHead(cfg)
         self.initialize_weights()
 
@@ -243,14 +275,16 @@ class WTDiT(nn.Module):
         for film in (self.film, self.head.film):
             nn.init.normal_(film.layer_embed.weight, std=0.02)
             # FiLM output layers start at zero: identity modulation.
-            nn.init.zeros_(film.proj[-1].weight)
-            nn.init.zeros_(film.proj[-1].bias)
+            last = cast(nn.Linear, film.proj[-1])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         if self.cfg.layer_conditioning == "film_adaln":
-            nn.init.zeros_(self.layer_adaln[-1].weight)
-            nn.init.zeros_(self.layer_adaln[-1].bias)
+            adaln = cast(nn.Linear, self.layer_adaln[-1])
+            nn.init.zeros_(adaln.weight)
+            nn.init.zeros_(adaln.bias)
         # Timestep MLP: small normal, as in DiT.
-        nn.init.normal_(self.time_embed.embed[0].weight, std=0.02)
-        nn.init.normal_(self.time_embed.embed[2].weight, std=0.02)
+        for k in (0, 2):
+            nn.init.normal_(cast(nn.Linear, self.time_embed.embed[k]).weight, std=0.02)
         # Output layer starts at zero: x̂0 = 0 (the mean of normalised points) before training.
         nn.init.zeros_(self.head.out.weight)
         nn.init.zeros_(self.head.out.bias)
@@ -285,7 +319,9 @@ class WTDiT(nn.Module):
 
         # Image tokens: encoder features + layer embedding, standardised per sample, scaled, projected.
         feats = self.encoder(image.flatten(0, 1)).float()  # [B·T, P, D]
-        feats = rearrange(feats, "(b t) p d -> b t 1 p d", b=B) + self.film.layer_embed.weight[:, None]  # [B, T, L, P, D]
+        feats = (
+            rearrange(feats, "(b t) p d -> b t 1 p d", b=B) + self.film.layer_embed.weight[:, None]
+        )  # [B, T, L, P, D]
         feats = rearrange(feats, "b t l p d -> b (t l) p d")  # [B, V, P, D]
         mean = feats.mean(dim=(1, 2, 3), keepdim=True)
         var = feats.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
@@ -303,18 +339,13 @@ class WTDiT(nn.Module):
         ada_mean = ada_layer[:, 0] if t.dim() == 1 else self.time_embed(t.mean(dim=1))  # [B, 6, D]
         ada_frame = ada_layer
         if cfg.layer_conditioning == "film_adaln":
-            ada_frame = ada_layer + self.layer_adaln(self.film.layer_embed.weight).unflatten(-1, (6, -1))  # [B, L, 6, D]
-        gamma, beta = self.film()  # [L, D]
+            ada_frame = ada_layer + self.layer_adaln(self.film.layer_embed.weight).unflatten(
+                -1, (6, -1)
+            )  # [B, L, 6, D]
         ropes = self.ropes(rows, cols, T, x.device)
-
-        for i, block in enumerate(self.blocks):
-            kind = BLOCK_TYPES[i % 3]
-            if kind == "frame":
-                x = apply_film(x, gamma, beta, T)
-            x = run_block(block, kind, x, ada_frame, ada_mean, ropes, T)
-            if kind == "global" and cfg.temporal and T > 1:
-                x = run_block(self.temporal_blocks[i // 3], "temporal", x, ada_frame, ada_mean, ropes, T)
-
+        x = run_stack(
+            self.blocks, self.film(), x, ada_frame, ada_mean, ropes, T, self.temporal_blocks if cfg.temporal else None
+        )
         out = self.head(x, ada_layer, ada_mean, ropes, T)  # [B, V, P, p·p·3]
         return unpatchify(out.float(), p, rows)  # [B, V, H, W, 3]
 
@@ -323,20 +354,46 @@ class WTDiT(nn.Module):
 # Named configurations
 # ----------------------------------------------------------------------------------------------
 
+
 def _released(depth: int, image_size: int, layer_conditioning: str, temporal: bool = False) -> WTDiTConfig:
-    return WTDiTConfig(image_size=image_size, patch_size=14, num_layers=6, dim=1536, num_heads=24, depth=depth,
-                       head_depth=6, layer_conditioning=layer_conditioning, temporal=temporal,
-                       encoder=EncoderConfig(embed_dim=1024, depth=24, num_heads=16, pos_grid=37, frozen=True))
+    return WTDiTConfig(
+        image_size=image_size,
+        patch_size=14,
+        num_layers=6,
+        dim=1536,
+        num_heads=24,
+        depth=depth,
+        head_depth=6,
+        layer_conditioning=layer_conditioning,
+        temporal=temporal,
+        encoder=EncoderConfig(embed_dim=1024, depth=24, num_heads=16, pos_grid=37, frozen=True),
+    )
 
 
 CONFIGS = {
     # Ours, trained from scratch with a small ViT encoder.
-    "tiny": lambda: WTDiTConfig(image_size=128, patch_size=16, num_layers=4, dim=192, num_heads=4, depth=6, head_depth=3,
-                                layerscale_init=0.1,
-                                encoder=EncoderConfig(embed_dim=192, depth=4, num_heads=4, pos_grid=8, frozen=False)),
-    "small": lambda: WTDiTConfig(image_size=224, patch_size=14, num_layers=6, dim=512, num_heads=8, depth=12, head_depth=3,
-                                 layerscale_init=0.1,
-                                 encoder=EncoderConfig(embed_dim=384, depth=8, num_heads=6, pos_grid=16, frozen=False)),
+    "tiny": lambda: WTDiTConfig(
+        image_size=128,
+        patch_size=16,
+        num_layers=4,
+        dim=192,
+        num_heads=4,
+        depth=6,
+        head_depth=3,
+        layerscale_init=0.1,
+        encoder=EncoderConfig(embed_dim=192, depth=4, num_heads=4, pos_grid=8, frozen=False),
+    ),
+    "small": lambda: WTDiTConfig(
+        image_size=224,
+        patch_size=14,
+        num_layers=6,
+        dim=512,
+        num_heads=8,
+        depth=12,
+        head_depth=3,
+        layerscale_init=0.1,
+        encoder=EncoderConfig(embed_dim=384, depth=8, num_heads=6, pos_grid=16, frozen=False),
+    ),
     # The released models (interop/SPEC.md): object, scene and dynamic.
     "r75b": lambda: _released(42, 504, "film"),
     "r69l": lambda: _released(36, 840, "film_adaln"),

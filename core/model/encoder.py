@@ -36,8 +36,9 @@ class EncoderConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder {name} must be at least 1, got {getattr(self, name)}")
         if self.embed_dim % self.num_heads or self.mlp_ratio <= 0:
-            raise ValueError(f"encoder embed_dim {self.embed_dim} must be a multiple of num_heads {self.num_heads}, "
-                             f"mlp_ratio > 0")
+            raise ValueError(
+                f"encoder embed_dim {self.embed_dim} must be a multiple of num_heads {self.num_heads}, mlp_ratio > 0"
+            )
         if not 1 <= self.num_features <= self.depth:
             raise ValueError(f"num_features must be between 1 and depth ({self.depth}), got {self.num_features}")
 
@@ -60,8 +61,19 @@ class EncoderBlock(nn.Module):
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches → tokens: a strided convolution [N, 3, H, W] → [N, C, H/p, W/p]."""
+
+    def __init__(self, dim: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+
+
 class ImageEncoder(nn.Module):
     """ViT over an image in [0, 1]: [N, 3, H, W] → patch features [N, P, out_dim]."""
+
+    image_mean: torch.Tensor  # buffers [1, 3, 1, 1]
+    image_std: torch.Tensor
 
     def __init__(self, cfg: EncoderConfig, patch_size: int, out_dim: int):
         super().__init__()
@@ -69,10 +81,9 @@ class ImageEncoder(nn.Module):
         dim = cfg.embed_dim
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+        self.patch_embed = PatchEmbed(dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.pos_grid ** 2, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.pos_grid**2, dim))
         self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.final_project = nn.Linear(cfg.num_features * dim, out_dim)
@@ -89,8 +100,13 @@ class ImageEncoder(nn.Module):
         if rows == g and cols == g:
             return self.pos_embed
         table = rearrange(self.pos_embed[:, 1:].float(), "1 (h w) c -> 1 c h w", h=g)
-        table = F.interpolate(table, scale_factor=((rows + 0.1) / g, (cols + 0.1) / g), mode="bicubic",
-                              align_corners=False, antialias=False)
+        table = F.interpolate(
+            table,
+            scale_factor=((rows + 0.1) / g, (cols + 0.1) / g),
+            mode="bicubic",
+            align_corners=False,
+            antialias=False,
+        )
         assert table.shape[-2:] == (rows, cols)
         table = rearrange(table, "1 c h w -> 1 (h w) c").to(self.pos_embed.dtype)
         return torch.cat([self.pos_embed[:, :1], table], dim=1)
@@ -110,5 +126,5 @@ class ImageEncoder(nn.Module):
             x = block(x)
             if i >= first:
                 features.append(self.norm(x)[:, 1:])  # [N, P, C]
-        features = torch.cat(features, dim=-1)  # [N, P, num_features·C]
-        return self.final_project(features.to(self.final_project.weight.dtype))  # [N, P, out_dim]
+        stacked = torch.cat(features, dim=-1)  # [N, P, num_features·C]
+        return self.final_project(stacked.to(self.final_project.weight.dtype))  # [N, P, out_dim]

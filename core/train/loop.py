@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -24,26 +25,26 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch.nn.parallel import DistributedDataParallel
 
-from .atomic import write_atomic
-from .checkpoint import check_state_dict, save_checkpoint
-from .data.shards import ShardReader
+from ..atomic import write_atomic
+from ..data.shards import ShardReader
+from ..geometry.points import PointNormalization
+from ..model.checkpoint import check_state_dict, save_checkpoint
+from ..model.wtdit import WTDiT, build_config
+from ..plots import line_plot
+from ..sampling import SampleConfig
 from .evaluate import evaluate_model, prediction_figure, validation_loss
 from .flow import flow_loss
-from .geometry import PointNormalization
-from .model import WTDiT, build_config
-from .plots import line_plot
-from .sampling import SampleConfig
 
 
 @dataclass
 class TrainConfig:
-    data: list[str]  # shard folders for training (may be empty with stream_fraction = 1)
-    out: str  # run folder: logs, curves, checkpoints
+    out: str  # run folder: logs, curves, checkpoints (resumes from its state.safetensors)
+    data: list[str] = field(default_factory=list)  # shard folders for training (none: stream_fraction = 1)
     val: str | None = None  # held-out shard folder
-    model: str = "tiny"  # named model config (core.model.CONFIGS)
-    model_overrides: dict = field(default_factory=dict)  # e.g. {"num_layers": 6}
+    model: str = "tiny"  # named model config
+    model_overrides: dict = field(default_factory=dict)  # config fields to change, e.g. {"num_layers": 6}
     normalization: str = "zscore"  # "zscore" (objects) or "log_median" (scenes)
-    schedule: str = "mixed"  # noise schedule (core.flow.SCHEDULES); "logit_normal" is the ablation
+    schedule: str = "mixed"  # noise schedule; "logit_normal" and the two phases alone are ablations
     steps: int = 10000  # optimizer steps
     batch_size: int = 16  # per process
     lr: float = 1e-3  # peak learning rate
@@ -52,13 +53,13 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW, matrices only
     grad_clip: float = 1.0  # max gradient norm
     ema_decay: float = 0.9995  # EMA of the weights (with a short warm-up)
-    log_every: int = 20
+    log_every: int = 20  # steps between log lines
     eval_every: int = 1000  # validation loss + sampled metrics
     eval_samples: int = 32  # held-out samples for the sampled metrics
     eval_steps: int = 10  # sampler steps in validation
-    save_every: int = 500
-    seed: int = 0
-    device: str = "auto"
+    save_every: int = 500  # steps between checkpoints
+    seed: int = 0  # data order, noise and initialisation
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
     stream_fraction: float = 0.0  # share of every batch made on the fly by the torch stream (1: stream only)
     stream_bank: str | None = None  # mesh bank for the stream (`python -m core bank`)
     compile: bool = False  # torch.compile the model (CUDA)
@@ -91,8 +92,15 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 # Training state: one safetensors file (model/, ema/, optim/ tensors) + JSON metadata
 # ----------------------------------------------------------------------------------------------
 
-def save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-               cfg: TrainConfig) -> None:
+
+def save_state(
+    path: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    cfg: TrainConfig,
+) -> None:
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
     opt = optimizer.state_dict()
@@ -104,14 +112,15 @@ def save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimiz
     write_atomic(path, lambda f: f.write(data))
 
 
-def load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               device: torch.device) -> int:
+def load_state(
+    path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> int:
     """Restore model, EMA and optimizer from `save_state`'s file; returns the step to continue from."""
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     for prefix, module in (("model/", model), ("ema/", ema)):
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         check_state_dict(module, state, str(path))
         module.load_state_dict(state)
     opt_state: dict[int, dict] = {}
@@ -127,18 +136,27 @@ def load_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimiz
 # The loop
 # ----------------------------------------------------------------------------------------------
 
-def training_batches(cfg: TrainConfig, data: ShardReader | None, model_cfg, device: torch.device, rank: int,
-                     step: int) -> Iterator[dict[str, torch.Tensor]]:
+
+def training_batches(
+    cfg: TrainConfig, data: ShardReader | None, model_cfg, device: torch.device, rank: int, step: int
+) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of cfg.batch_size: round(batch_size × stream_fraction) samples from the torch stream,
     the rest from the shards; seeded per rank and step so resumed and parallel runs see fresh data."""
-    from .data.stream import SceneStream, StreamConfig
+    from ..data.stream import SceneStream, StreamConfig
 
     n_stream = round(cfg.batch_size * cfg.stream_fraction)
     n_shards = cfg.batch_size - n_stream
     seed = cfg.seed + 1000 * rank + step
-    shards = data.batches(n_shards, seed=seed, num_layers=model_cfg.num_layers) if n_shards else None
-    stream = SceneStream(StreamConfig(model_cfg.image_size, model_cfg.num_layers, cfg.stream_bank, device=str(device)),
-                         seed=seed) if n_stream else None
+    if n_shards and data is None:
+        raise ValueError("a batch needs shard samples (stream_fraction < 1) but no shard folders were given")
+    shards = data.batches(n_shards, seed=seed, num_layers=model_cfg.num_layers) if n_shards and data else None
+    stream = (
+        SceneStream(
+            StreamConfig(model_cfg.image_size, model_cfg.num_layers, cfg.stream_bank, device=str(device)), seed=seed
+        )
+        if n_stream
+        else None
+    )
     while True:
         parts = ([next(shards)] if shards else []) + ([stream.batch(n_stream)] if stream else [])
         yield {k: torch.cat([p[k].to(device, non_blocking=True) for p in parts]) for k in parts[0]}
@@ -146,7 +164,7 @@ def training_batches(cfg: TrainConfig, data: ShardReader | None, model_cfg, devi
 
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
-    from .inference import pick_device
+    from ..inference import pick_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -174,8 +192,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     data = ShardReader(cfg.data) if cfg.stream_fraction < 1 else None
     model_cfg = build_config(cfg.model, **cfg.model_overrides)
     if data is not None and (model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size,) * 2):
-        raise ValueError(f"the shards ({data.resolution}, {data.num_layers} layers) do not fit model {cfg.model} "
-                         f"({model_cfg.image_size} px, {model_cfg.num_layers} layers)")
+        raise ValueError(
+            f"the shards ({data.resolution}, {data.num_layers} layers) do not fit model {cfg.model} "
+            f"({model_cfg.image_size} px, {model_cfg.num_layers} layers)"
+        )
     normalization = PointNormalization(cfg.normalization)
     val = ShardReader(cfg.val) if cfg.val else None
 
@@ -185,19 +205,22 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     optimizer = configure_optimizer(model, cfg, device)
     state_path = out / "state.safetensors"
     step = load_state(state_path, model, ema, optimizer, device) if state_path.exists() else 0
-    net = DistributedDataParallel(model) if world > 1 else model
+    net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile:
-        net = torch.compile(net)
+        net = cast(torch.nn.Module, torch.compile(net))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank * 7919 + step)
     batches = training_batches(cfg, data, model_cfg, device, rank, step)
     if master:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
         source = f"{len(data)} shard samples" if data is not None else "no shards"
-        print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {source}, "
-              f"{cfg.stream_fraction:.0%} of each batch streamed; {world} process(es) on {device}; starting at step {step}")
+        print(
+            f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {source}, "
+            f"{cfg.stream_fraction:.0%} of each batch streamed; {world} process(es) on {device}; "
+            f"starting at step {step}"
+        )
 
-    with open(out / "log.jsonl", "a") if master else nullcontext() as log:
+    with open(out / "log.jsonl" if master else os.devnull, "a") as log:  # only the master writes
         bar = tqdm(total=cfg.steps, initial=step, disable=not (master and progress), desc="train")
         t_last, samples_since = time.time(), 0
         while step < cfg.steps:
@@ -208,7 +231,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             with autocast:
                 loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator)
             if not all_finite(loss, world):  # checked before stepping, on every rank
-                raise RuntimeError(f"loss is not finite at step {step + 1} ({stats['loss']} here); lower --lr or check the data")
+                raise RuntimeError(
+                    f"loss is not finite at step {step + 1} ({stats['loss']} here); lower --lr or check the data"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
@@ -226,18 +251,35 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if master and val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 indices = list(range(min(cfg.eval_samples, len(val))))
-                row = {"step": step, "val_loss": validation_loss(ema, val, normalization, cfg.schedule, indices,
-                                                                 model_cfg.num_layers, device)}
-                row.update({f"val_{k}": v for k, v in evaluate_model(ema, normalization, val, indices,
-                                                                     SampleConfig(steps=cfg.eval_steps)).items()})
+                row = {
+                    "step": step,
+                    "val_loss": validation_loss(
+                        ema, val, normalization, cfg.schedule, indices, model_cfg.num_layers, device
+                    ),
+                }
+                row.update(
+                    {
+                        f"val_{k}": v
+                        for k, v in evaluate_model(
+                            ema, normalization, val, indices, SampleConfig(steps=cfg.eval_steps)
+                        ).items()
+                    }
+                )
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 plot_curves(out)
-                prediction_figure(ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps))
+                prediction_figure(
+                    ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps)
+                )
             if master and (step % cfg.save_every == 0 or step == cfg.steps):
                 save_state(state_path, model, ema, optimizer, step, cfg)
-                save_checkpoint(out / "model.safetensors", ema.state_dict(), model_cfg, normalization,
-                                {"step": step, "train_config": asdict(cfg), "samples_seen": step * cfg.batch_size * world})
+                save_checkpoint(
+                    out / "model.safetensors",
+                    ema.state_dict(),
+                    model_cfg,
+                    normalization,
+                    {"step": step, "train_config": asdict(cfg), "samples_seen": step * cfg.batch_size * world},
+                )
         bar.close()
         if world > 1:
             sums = replica_checksums(model, world)
@@ -262,7 +304,9 @@ def replica_checksums(model: torch.nn.Module, world: int) -> list[float]:
     """Each rank's sum of |weights| (float64), gathered: DDP replicas must agree exactly."""
     total = torch.stack([p.detach().double().abs().sum() for p in model.parameters()]).sum().reshape(1)
     gathered = [torch.zeros_like(total) for _ in range(world)]
-    dist.all_gather(gathered, total.to(next(model.parameters()).device) if dist.get_backend() == "nccl" else total.cpu())
+    dist.all_gather(
+        gathered, total.to(next(model.parameters()).device) if dist.get_backend() == "nccl" else total.cpu()
+    )
     return [float(g.item()) for g in gathered]
 
 
@@ -271,9 +315,17 @@ def plot_curves(out: Path) -> None:
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
     train_rows = [r for r in rows if "loss" in r]
     val_rows = [r for r in rows if "val_loss" in r]
-    line_plot({"train loss": ([r["step"] for r in train_rows], [r["loss"] for r in train_rows]),
-               "val loss": ([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows])},
-              out / "loss.png", "flow loss", log_y=True)
-    metrics = {k: ([r["step"] for r in val_rows], [r.get(f"val_{k}", float("nan")) for r in val_rows])
-               for k in ("l0_abs_rel", "all_cd_l1", "layer0_cd_l1", "all_f@0.05", "layer0_f@0.05")}
+    line_plot(
+        {
+            "train loss": ([r["step"] for r in train_rows], [r["loss"] for r in train_rows]),
+            "val loss": ([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows]),
+        },
+        out / "loss.png",
+        "flow loss",
+        log_y=True,
+    )
+    metrics = {
+        k: ([r["step"] for r in val_rows], [r.get(f"val_{k}", float("nan")) for r in val_rows])
+        for k in ("l0_abs_rel", "all_cd_l1", "layer0_cd_l1", "all_f@0.05", "layer0_f@0.05")
+    }
     line_plot(metrics, out / "val_metrics.png", "held-out metrics")

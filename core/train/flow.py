@@ -8,21 +8,31 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import PointNormalization, forward_fill_layers
+from ..geometry.points import PointNormalization, forward_fill_layers
 
 SCHEDULES = ("mixed", "per_layer", "shared_mixture", "logit_normal")
 LOW_NOISE_MEAN = -1.0  # layer 0's logit-normal is shifted toward low noise (our reading of "plateaued")
 DEPTH_PENALTY = 0.1  # weight of the monotonic-depth penalty
 
 
-def logit_normal(shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0,
-                 generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+def logit_normal(
+    shape: tuple[int, ...],
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """sigmoid(N(mean, std)) samples in (0, 1)."""
     return torch.sigmoid(mean + std * torch.randn(shape, generator=generator, device=device))
 
 
-def sample_timesteps(batch: int, layers: int, schedule: str = "mixed", generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_timesteps(
+    batch: int,
+    layers: int,
+    schedule: str = "mixed",
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Training times [B, L].
 
     per_layer (phase i): layer 0 from the low-noise logit-normal, hidden layers from the standard one.
@@ -54,8 +64,13 @@ def training_target(points: torch.Tensor, valid: torch.Tensor, normalization: Po
     return normalization.normalize(filled, scale) * valid[:, :1, ..., None]
 
 
-def flow_loss(model, batch: dict[str, torch.Tensor], normalization: PointNormalization, schedule: str = "mixed",
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def flow_loss(
+    model,
+    batch: dict[str, torch.Tensor],
+    normalization: PointNormalization,
+    schedule: str = "mixed",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One flow-matching loss evaluation.
 
     batch: image [B, 3, H, W], points [B, L, H, W, 3], valid [B, L, H, W] (the model's L layers).
@@ -78,6 +93,13 @@ def flow_loss(model, batch: dict[str, torch.Tensor], normalization: PointNormali
     count = mask.sum().clamp_min(1.0) * L
     endpoint = ((x0_hat - x0) ** 2 * mask).sum() / (count * 3)
     z = x0_hat[..., 2]  # [B, L, H, W]
-    order = (torch.relu(z[:, :-1] - z[:, 1:]) ** 2 * mask[:, :, ..., 0]).sum() / (mask.sum().clamp_min(1.0) * max(L - 1, 1))
+    order = (torch.relu(z[:, :-1] - z[:, 1:]) ** 2 * mask[:, :, ..., 0]).sum() / (
+        mask.sum().clamp_min(1.0) * max(L - 1, 1)
+    )
     loss = endpoint + DEPTH_PENALTY * order
-    return loss, {"loss": loss.item(), "endpoint": endpoint.item(), "depth_order": order.item(), "t_mean": t.mean().item()}
+    return loss, {
+        "loss": loss.item(),
+        "endpoint": endpoint.item(),
+        "depth_order": order.item(),
+        "t_mean": t.mean().item(),
+    }

@@ -15,9 +15,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from .atomic import write_atomic
-from .geometry import PointNormalization
-from .model import WTDiT, WTDiTConfig
+from ..atomic import write_atomic
+from ..geometry.points import PointNormalization
+from .wtdit import WTDiT, WTDiTConfig
 
 FORMAT = "world-tracing"
 
@@ -26,11 +26,20 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, or does not fit the model it claims to be."""
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, torch.Tensor], config: WTDiTConfig,
-                    normalization: PointNormalization, info: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    config: WTDiTConfig,
+    normalization: PointNormalization,
+    info: dict | None = None,
+) -> None:
     """Write model weights with their config and normalisation (atomically: temp file, then rename)."""
-    meta = {"format": FORMAT, "config": json.dumps(config.to_dict()), "normalization": normalization.to_json(),
-            "info": json.dumps(info or {})}
+    meta = {
+        "format": FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "normalization": normalization.to_json(),
+        "info": json.dumps(info or {}),
+    }
     data = save({k: v.detach().contiguous().cpu() for k, v in state.items()}, metadata=meta)
     write_atomic(path, lambda f: f.write(data))
 
@@ -47,10 +56,25 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({e})") from None
 
 
-def read_header(path: str | os.PathLike) -> tuple[WTDiTConfig, PointNormalization, dict]:
-    """(config, normalisation, info) from one of our checkpoints' metadata, with every tensor's shape
-    checked against the config (no weights read). CheckpointError names the file and the reason."""
+def ours_metadata(path: str | os.PathLike) -> dict[str, str] | None:
+    """The metadata of one of our checkpoints, or None for any other file (e.g. a released model.pt);
+    CheckpointError when the file is missing or a .safetensors file that cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix != ".safetensors":
+        return None
     meta = read_metadata(path)
+    return meta if meta.get("format") == FORMAT else None
+
+
+def read_header(
+    path: str | os.PathLike, meta: dict[str, str] | None = None
+) -> tuple[WTDiTConfig, PointNormalization, dict]:
+    """(config, normalisation, info) from one of our checkpoints' metadata (`meta` if already read),
+    with every tensor's shape checked against the config (no weights read). CheckpointError names
+    the file and the reason."""
+    meta = read_metadata(path) if meta is None else meta
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a World Tracing checkpoint (metadata format={meta.get('format')!r})")
     try:
@@ -67,13 +91,15 @@ def read_header(path: str | os.PathLike) -> tuple[WTDiTConfig, PointNormalizatio
     return config, normalization, info
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[WTDiT, PointNormalization, dict]:
+def load_checkpoint(
+    path: str | os.PathLike, device: torch.device | str = "cpu", meta: dict[str, str] | None = None
+) -> tuple[WTDiT, PointNormalization, dict]:
     """Rebuild the model of one of our checkpoints and load its weights strictly.
 
     Returns (model in eval mode, normalisation, info). Raises CheckpointError with the reason when
     the file is missing, is not ours, or its tensors do not match its config.
     """
-    config, normalization, info = read_header(path)
+    config, normalization, info = read_header(path, meta)
     with torch.device("meta"):
         model = WTDiT(config)
     with safe_open(str(path), framework="pt", device=str(device)) as f:
@@ -88,8 +114,11 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}" for k in expected
-              if k in state and tuple(state[k].shape) != expected[k]]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != expected[k]
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:

@@ -14,6 +14,7 @@ from torch import nn
 # Rotary position embedding (2-D: first half of each head rotated by the row, second by the column)
 # ----------------------------------------------------------------------------------------------
 
+
 def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables [n, hd] for integer 2-D positions [n, 2] = (row, col).
 
@@ -47,6 +48,7 @@ def grid_positions(rows: int, cols: int, device: torch.device | None = None) -> 
 # ----------------------------------------------------------------------------------------------
 # Attention, MLP, LayerScale
 # ----------------------------------------------------------------------------------------------
+
 
 class Attention(nn.Module):
     """Multi-head self-attention through scaled_dot_product_attention (flash kernels on GPU).

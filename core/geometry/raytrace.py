@@ -34,7 +34,9 @@ def intersect(origins: torch.Tensor, directions: torch.Tensor, triangles: torch.
     return torch.where(hit, t, torch.full_like(t, float("inf")))
 
 
-def binned_pairs(ray_tile: torch.Tensor, tri_lo: torch.Tensor, tri_hi: torch.Tensor, tiles: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def binned_pairs(
+    ray_tile: torch.Tensor, tri_lo: torch.Tensor, tri_hi: torch.Tensor, tiles: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate (ray, triangle) index pairs that share a tile.
 
     ray_tile: [R] flat tile index of each ray (-1: none); tri_lo, tri_hi: [F, 2] inclusive (col, row)
@@ -62,8 +64,9 @@ def binned_pairs(ray_tile: torch.Tensor, tri_lo: torch.Tensor, tri_hi: torch.Ten
     return pair_ray, pair_tri
 
 
-def gather_layers(ray: torch.Tensor, t: torch.Tensor, tri: torch.Tensor, num_rays: int, layers: int,
-                  eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_layers(
+    ray: torch.Tensor, t: torch.Tensor, tri: torch.Tensor, num_rays: int, layers: int, eps: float = EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-ray sorted crossings → distance [L, R] (0 = none) and triangle index [L, R] (-1 = none).
 
     Crossings within `eps` of the previous kept one on the same ray are merged (shared edges).
@@ -91,15 +94,23 @@ def gather_layers(ray: torch.Tensor, t: torch.Tensor, tri: torch.Tensor, num_ray
     return distance, index
 
 
-def trace_camera(vertices: torch.Tensor, faces: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
-                 layers: int, tile: int = 8, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+def trace_camera(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    intrinsics: torch.Tensor,
+    height: int,
+    width: int,
+    layers: int,
+    tile: int = 8,
+    eps: float = EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All crossings of the pixel-centre rays of a pinhole camera with a mesh in its camera frame.
 
     vertices [V, 3] in OpenCV camera space, faces [F, 3]; intrinsics [3, 3].
     Returns distance along each unit ray [L, H, W] (0 = none) and triangle index [L, H, W] (-1 = none).
     """
     device, dtype = vertices.device, vertices.dtype
-    from .geometry import pixel_rays
+    from .points import pixel_rays
 
     rays = pixel_rays(intrinsics.to(dtype), height, width).reshape(-1, 3)
     directions = rays / rays.norm(dim=-1, keepdim=True)
@@ -129,8 +140,14 @@ def trace_camera(vertices: torch.Tensor, faces: torch.Tensor, intrinsics: torch.
     return distance.reshape(layers, height, width), index.reshape(layers, height, width)
 
 
-def occluded_along(points: torch.Tensor, direction: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                   grid: int = 64, offset: float = 1e-3) -> torch.Tensor:
+def occluded_along(
+    points: torch.Tensor,
+    direction: torch.Tensor,
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    grid: int = 64,
+    offset: float = 1e-3,
+) -> torch.Tensor:
     """Is anything of the mesh hit from `points` [R, 3] along one shared unit `direction` [3]? → [R] bool.
 
     Parallel rays are binned in the plane perpendicular to `direction` (an orthographic shadow map).

@@ -1,0 +1,88 @@
+"""Any WT-DiT checkpoint — one of ours (.safetensors carrying its config) or an officially released
+file — as a model and its card, reading the file once.
+
+The card says what the model is (name, release, mode, resolution, layers, cost) without running it;
+`describe_model` makes the same card from tensor shapes alone, for the panel's Check Model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..geometry.points import PointNormalization
+from .checkpoint import load_checkpoint, ours_metadata, read_header
+from .cost import count_flops, count_parameters
+from .official import load_official, read_release, release_config, release_normalization
+from .wtdit import WTDiT, WTDiTConfig
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a checkpoint holds, known without running it."""
+
+    name: str  # ours: from the file's info or its stem; official: "official <release>"
+    release: str  # "ours", an official release ("r75b", "r69l", "r76") or "custom" (official layout, other shape)
+    mode: str  # "object", "scene" or "dynamic"
+    image_size: int  # the model's square input side in pixels
+    layers: int  # L geometry layers
+    parameters: int
+    forward_flops: int  # one forward of one sample
+    scene_framing: str | None  # how scene mode frames an image (None: letterbox; the releases "stretch" it)
+    info: dict = field(default_factory=dict)  # ours: the file's info metadata (e.g. the training record)
+
+
+def model_mode(cfg: WTDiTConfig, normalization: PointNormalization) -> str:
+    """The one rule for a model's mode: temporal blocks → dynamic, log-median points → scene, else object."""
+    if cfg.temporal:
+        return "dynamic"
+    return "scene" if normalization.mode == "log_median" else "object"
+
+
+def make_card(
+    cfg: WTDiTConfig, normalization: PointNormalization, name: str, release: str, info: dict | None = None
+) -> ModelCard:
+    return ModelCard(
+        name=name,
+        release=release,
+        mode=model_mode(cfg, normalization),
+        image_size=cfg.image_size,
+        layers=cfg.num_layers,
+        parameters=count_parameters(cfg),
+        forward_flops=count_flops(cfg)["total"],
+        scene_framing=None if release == "ours" else "stretch",
+        info=info or {},
+    )
+
+
+def load_model(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[WTDiT, PointNormalization, ModelCard]:
+    """(model in eval mode, normalisation, card) from our .safetensors or an officially released file.
+
+    Ours are recognised by their metadata; anything else is read as a released state dict (weights
+    only, never unpickled). Raises CheckpointError (a ValueError) naming the file and the reason.
+    """
+    path = Path(path)
+    meta = ours_metadata(path)
+    if meta is not None:
+        model, normalization, info = load_checkpoint(path, device, meta)
+        return model, normalization, make_card(model.cfg, normalization, info.get("name", path.stem), "ours", info)
+    model, normalization, release = load_official(path, device)
+    return model, normalization, make_card(model.cfg, normalization, f"official {release}", release)
+
+
+def describe_model(path: str | os.PathLike) -> ModelCard:
+    """The card of a checkpoint from its metadata and tensor shapes (no weights loaded), every shape
+    checked against the config it implies."""
+    path = Path(path)
+    meta = ours_metadata(path)
+    if meta is not None:
+        cfg, normalization, info = read_header(path, meta)
+        return make_card(cfg, normalization, info.get("name", path.stem), "ours", info)
+    shapes = {k: torch.empty(v.shape, device="meta") for k, v in read_release(path).items()}
+    cfg, release = release_config(shapes, path)
+    return make_card(cfg, release_normalization(release, cfg), f"official {release}", release)
