@@ -38,13 +38,13 @@ def _eval(args: argparse.Namespace) -> None:
     from .inference import pick_device
     from .model.loading import load_model
     from .sampling import SampleConfig
-    from .train.evaluate import evaluate_model, oracle_and_model_table, prediction_figure
+    from .train.evaluate import comparison_table, evaluate_model, prediction_figure
 
     model, normalization, _ = load_model(args.checkpoint, pick_device(args.device))
     reader = ShardReader(args.data)
     indices = list(range(min(args.count, len(reader))))
     metrics = evaluate_model(model, normalization, reader, indices, SampleConfig(steps=args.steps), args.seed)
-    print(oracle_and_model_table(metrics))
+    print(comparison_table(metrics, Path(args.checkpoint).name))
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=1))
     if args.figure:

@@ -199,3 +199,34 @@ def test_mean_metrics_ignores_nan():
     rows = [{"a": 1.0, "b": float("nan"), "c": float("nan")}, {"a": 3.0, "b": 2.0, "c": float("nan")}]
     m = mean_metrics(rows)
     assert m["a"] == 2.0 and m["b"] == 2.0 and math.isnan(m["c"])
+
+
+def test_silhouette_inflation_of_a_disk_is_a_round_solid():
+    """A disk mask inflates to a closed round solid: both layers on every foreground pixel, depth 2 ∓ o
+    with o = r/f·2 at the centre and almost 0 at the rim, front before back, nothing outside."""
+    from core.train.baselines import silhouette_inflation
+
+    H = W = 64
+    v, u = np.mgrid[0:H, 0:W] + 0.5
+    disk = np.hypot(u - 32, v - 32) < 20
+    points, valid, K = silhouette_inflation(disk)
+    assert valid.shape == (2, H, W) and (valid == disk).all()
+    f = K[0, 0]
+    assert f == pytest.approx(W / 2 / math.tan(math.radians(27)))
+    r = 20.0
+    z = points[..., 2]
+    assert z[0, 32, 32] == pytest.approx(2 - r / f * 2, rel=0.05) and z[1, 32, 32] == pytest.approx(2 + r / f * 2, rel=0.05)
+    rim = disk & ~np.roll(disk, 1, 0)
+    assert np.abs(z[:, rim] - 2).max() < 0.5 * r / f * 2
+    assert (z[0][disk] < z[1][disk]).all() and not points[:, ~disk].any()
+
+
+def test_comparison_table_puts_the_model_beside_both_references():
+    """The headline table has the model, silhouette inflation and a perfect depth map side by side."""
+    from core.train.evaluate import comparison_table
+
+    metrics = {"l0_abs_rel": 0.1, "inflation_l0_abs_rel": 0.2, "oracle_l0_abs_rel": 0.0}
+    table = comparison_table(metrics, "tiny")
+    header, _, first = table.splitlines()[:3]
+    assert "tiny" in header and "silhouette inflation" in header and "perfect depth map" in header
+    assert first.split("|")[2:5] == [" 0.1000 ", " 0.2000 ", " 0.0000 "]
