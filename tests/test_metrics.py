@@ -215,9 +215,8 @@ def test_silhouette_inflation_of_a_disk_is_a_round_solid():
     assert f == pytest.approx(W / 2 / math.tan(math.radians(27)))
     r = 20.0
     z = points[..., 2]
-    assert z[0, 32, 32] == pytest.approx(2 - r / f * 2, rel=0.05) and z[1, 32, 32] == pytest.approx(
-        2 + r / f * 2, rel=0.05
-    )
+    o = r / f * 2
+    assert z[0, 32, 32] == pytest.approx(2 - o, rel=0.05) and z[1, 32, 32] == pytest.approx(2 + o, rel=0.05)
     rim = disk & ~np.roll(disk, 1, 0)
     assert np.abs(z[:, rim] - 2).max() < 0.5 * o
     assert (z[0][disk] < z[1][disk]).all() and not points[:, ~disk].any()
