@@ -24,14 +24,15 @@ def tracer_rays_per_second(resolution: int, seed: int = 0, layers: int = 6) -> t
     """(rays/s, casts/s) of `trace_layers` on a random object scene, in this process's Blender."""
     import torch
 
-    from core.data.scenes import add_camera, build_object_scene, place_object_camera, reset_scene
+    from core.data.recipe import object_camera
+    from core.data.scenes import add_camera, build_object_scene, reset_scene
     from core.data.tracing import camera_model, scene_triangles, trace_layers
     from core.geometry.points import pixel_rays
 
     rng = np.random.default_rng(seed)
     reset_scene(resolution, 1, 1, True)
     build_object_scene(rng, [], [])
-    add_camera(*place_object_camera(rng))
+    add_camera(*object_camera(rng))
     import bpy
 
     K, c2w = camera_model(bpy.context.scene.camera, resolution, resolution)

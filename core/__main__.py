@@ -137,6 +137,7 @@ def _convert(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerateConfig
+    from .data.recipe import FAMILIES
     from .geometry.points import NORMALIZATIONS
     from .model.wtdit import CONFIGS
     from .options import add_options
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="render ground-truth shards in headless Blender")
-    add_options(g, GenerateConfig, choices={"mode": ("object", "scene")})
+    add_options(g, GenerateConfig, choices={"mode": ("object", "scene"), "families": FAMILIES})
     g.add_argument("--preview", action="store_true", help="also write preview.png (RGB and per-layer depth)")
     g.set_defaults(func=_generate, parser=g)
 

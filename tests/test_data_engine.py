@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_python
 
 from core.data.generate import GenerateConfig, generate, make_sample
 from core.data.preview import preview_sheet
@@ -178,8 +179,34 @@ def test_generate_resumes_and_refuses_other_settings(shard_folder):
         generate(GenerateConfig(out=str(out), count=3, seed=10, resolution=32, workers=1, shard_size=2), progress=False)
 
 
+def test_machines_write_disjoint_parts_of_one_data_set(shard_folder, tmp_path):
+    """Two machines (--shard-index 0 and 1 of --num-shards 2) fill one folder with exactly the shards
+    one machine writes, sample for sample; the family option restricts every part's family."""
+    out, cfg = shard_folder
+    shared = tmp_path / "shared"
+    for index in (1, 0):
+        args = ["-m", "core", "generate", "--out", str(shared), "--count", str(cfg.count), "--seed", str(cfg.seed),
+                "--resolution", str(cfg.resolution), "--render-samples", str(cfg.render_samples), "--workers", "1",
+                "--shard-size", str(cfg.shard_size), "--shard-index", str(index), "--num-shards", "2"]  # fmt: skip
+        result = run_python(args)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert sorted(p.name for p in shared.glob("shard_*.npz"))[-1] == "shard_00001.npz"
+        assert (index == 1) == (not shard_path(shared, 0).exists())
+    for shard in (0, 1):
+        with np.load(shard_path(out, shard)) as one, np.load(shard_path(shared, shard)) as two:
+            assert all(np.array_equal(one[k], two[k]) for k in ("rgb", "alpha", "distance", "index"))
+    with pytest.raises(ValueError, match="shard index"):
+        GenerateConfig(out="unused", count=3, shard_index=2, num_shards=2)
+    creatures = GenerateConfig(out=str(tmp_path / "held_out"), count=3, seed=2, resolution=24, render_samples=2,
+                               workers=1, shard_size=3, families=["creature"])  # fmt: skip
+    assert generate(creatures, progress=False) == 3
+    with np.load(shard_path(creatures.out, 0)) as f:
+        parts = [p for sample in json.loads(str(f["meta"]))["samples"] for p in sample["parts"]]
+    assert parts and set(parts) == {"creature"}
+
+
 def test_bad_assets_are_skipped_with_a_reason(tmp_path):
-    """Unreadable assets are logged and replaced by primitives; the run still completes."""
+    """Unreadable assets are logged and left out (a scene left empty is redrawn); the run still completes."""
     assets = tmp_path / "assets"
     assets.mkdir()
     (assets / "broken.obj").write_text("this is not an obj file\nv 1 2\nf 1 2 3\n")

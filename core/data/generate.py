@@ -2,7 +2,9 @@
 
 Sample i of a run is a pure function of (seed, i): its random generator is seeded with
 (seed, i, attempt), where attempt counts redraws of scenes that had to be skipped. Shards that
-already exist are skipped, so an interrupted run resumes where it stopped.
+already exist are skipped, so an interrupted run resumes where it stopped. With --num-shards N,
+a run writes only the shards s with s % N == --shard-index, so N machines (a Slurm array, an
+indexed Kubernetes job) write disjoint parts of one data set into one shared folder.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
+from .recipe import FAMILIES, TRAIN_FAMILIES
 from .shards import shard_path, write_shard
 
 log = logging.getLogger("core.generate")
@@ -36,6 +40,9 @@ class GenerateConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # Blender processes
     shard_size: int = 32  # samples per shard file
     render_samples: int = 32  # Cycles samples per pixel
+    families: list[str] = field(default_factory=lambda: list(TRAIN_FAMILIES))  # shape families (object mode)
+    shard_index: int = 0  # this machine's part of the data set: shards s with s % num_shards == shard_index
+    num_shards: int = 1  # machines sharing the data set
 
     def __post_init__(self) -> None:
         if self.mode not in ("object", "scene"):
@@ -44,15 +51,21 @@ class GenerateConfig:
             raise ValueError(f"layers must be between 1 and 8, got {self.layers}")
         if self.count < 1 or self.resolution < 8 or self.workers < 1:
             raise ValueError("count and workers must be positive and resolution at least 8")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"shard index must lie in [0, {self.num_shards}), got {self.shard_index}")
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        if unknown or not self.families:
+            raise ValueError(f"unknown shape families {unknown}; choose from {sorted(FAMILIES)}")
 
     def dataset_fields(self) -> dict:
         """Settings that must match for a run to resume into an existing folder."""
-        return {k: v for k, v in asdict(self).items() if k not in ("out", "workers", "count")}
+        return {k: v for k, v in asdict(self).items() if k not in ("out", "workers", "count", "shard_index", "num_shards")}
 
 
 def make_sample(cfg: GenerateConfig, index: int, assets: list, threads: int, log_lines: list[str]) -> dict:
     """Build, render and trace sample `index` in this process's Blender; redraw skipped scenes."""
-    from .scenes import add_camera, build_object_scene, build_room_scene, place_object_camera, place_room_camera, reset_scene
+    from .recipe import object_camera
+    from .scenes import add_camera, build_object_scene, build_room_scene, place_room_camera, reset_scene
     from .tracing import SkipSample, render_and_trace
 
     for attempt in range(MAX_ATTEMPTS):
@@ -60,8 +73,8 @@ def make_sample(cfg: GenerateConfig, index: int, assets: list, threads: int, log
         try:
             reset_scene(cfg.resolution, cfg.render_samples, threads, transparent=True, denoise=cfg.mode == "scene")
             if cfg.mode == "object":
-                meta = build_object_scene(rng, assets, log_lines)
-                position, direction, fov = place_object_camera(rng)
+                meta = build_object_scene(rng, assets, log_lines, tuple(cfg.families))
+                position, direction, fov = object_camera(rng)
             else:
                 meta = build_room_scene(rng, log_lines)
                 position, direction, fov = place_room_camera(rng, meta)
@@ -99,7 +112,7 @@ def _render_shard(job: tuple[dict, int, list[str], int]) -> tuple[int, int, list
     indices = range(first, min(first + cfg.shard_size, cfg.count))
     lines: list[str] = []
     samples = [make_sample(cfg, i, [Path(a) for a in assets], threads, lines) for i in indices]
-    meta = dict(cfg.dataset_fields(), generator="world-tracing blender v1", samples=[s.pop("meta") for s in samples])
+    meta = dict(cfg.dataset_fields(), generator="world-tracing blender v2", samples=[s.pop("meta") for s in samples])
     write_shard(shard_path(cfg.out, shard), samples, meta)
     return shard, len(samples), lines
 
@@ -117,19 +130,22 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> int:
         old = json.loads(settings.read_text())
         if old != cfg.dataset_fields():
             raise ValueError(f"{out} holds a dataset made with other settings {old}; use another --out")
-    else:
-        settings.write_text(json.dumps(cfg.dataset_fields(), indent=1))
+    else:  # several machines may start at once: each writes the same settings, atomically
+        text = json.dumps(cfg.dataset_fields(), indent=1)
+        write_atomic(settings, lambda fh: fh.write(text.encode()))
     assets = [str(p) for p in find_assets(cfg.assets)]
     if cfg.assets and not assets:
         log.warning("no .obj/.ply/.glb/.gltf/.blend files under %s; using primitives only", cfg.assets)
     shards = -(-cfg.count // cfg.shard_size)
-    todo = [s for s in range(shards) if not shard_path(out, s).exists()]
+    mine = [s for s in range(shards) if s % cfg.num_shards == cfg.shard_index]
+    todo = [s for s in mine if not shard_path(out, s).exists()]
     threads = max(1, (os.cpu_count() or 1) // cfg.workers)
     jobs = [(asdict(cfg), s, assets, threads) for s in todo]
-    done_before = cfg.count - sum(min(cfg.shard_size, cfg.count - s * cfg.shard_size) for s in todo)
+    size = {s: min(cfg.shard_size, cfg.count - s * cfg.shard_size) for s in mine}
+    done_before = sum(size.values()) - sum(size[s] for s in todo)
     written = 0
     with open(out / "generate.log", "a") as logfile, \
-            tqdm(total=cfg.count, initial=done_before, unit="sample", disable=not progress, desc="generate") as bar:
+            tqdm(total=sum(size.values()), initial=done_before, unit="sample", disable=not progress, desc="generate") as bar:
         if not jobs:
             return 0
         ctx = multiprocessing.get_context("spawn")

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry.camera import SENSOR_MM, fov_to_focal
+from .recipe import FAMILIES, TRAIN_FAMILIES, Mesh, assemble, draw_parts
 from .tracing import SkipSample, evaluated_mesh
 
-OBJECT_RADIUS = 0.5  # object mode: the group of objects is scaled into a sphere of this radius
 ASSET_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".blend")
-PRIMITIVES = ("cube", "uv_sphere", "ico_sphere", "cylinder", "tube", "cone", "torus", "monkey", "plane")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,99 +152,36 @@ def add_lights(rng: np.random.Generator, centre: np.ndarray, spread: float) -> N
 # Objects and modifiers
 # ----------------------------------------------------------------------------------------------
 
-def add_primitive(kind: str, rng: np.random.Generator):
-    """A Blender primitive of about unit size, smooth-shaded where it is curved."""
+def add_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, material, smooth: bool = True):
+    """A mesh object from world-space vertices (V, 3) and triangles (F, 3), linked to the scene."""
     import bpy
 
-    ops = bpy.ops.mesh
-    if kind == "cube":
-        ops.primitive_cube_add(size=1.0)
-    elif kind == "uv_sphere":
-        ops.primitive_uv_sphere_add(radius=0.5, segments=48, ring_count=24)
-    elif kind == "ico_sphere":
-        ops.primitive_ico_sphere_add(radius=0.5, subdivisions=int(rng.integers(1, 4)))
-    elif kind in ("cylinder", "tube"):
-        ops.primitive_cylinder_add(radius=0.4, depth=1.0, vertices=40, end_fill_type="NGON" if kind == "cylinder" else "NOTHING")
-    elif kind == "cone":
-        ops.primitive_cone_add(radius1=0.5, radius2=rng.uniform(0.0, 0.3), depth=1.0, vertices=40)
-    elif kind == "torus":
-        ops.primitive_torus_add(major_radius=0.4, minor_radius=rng.uniform(0.08, 0.2), major_segments=48, minor_segments=16)
-    elif kind == "monkey":
-        ops.primitive_monkey_add(size=0.9)
-    elif kind == "plane":
-        ops.primitive_plane_add(size=1.0)
-    else:
-        raise ValueError(f"unknown primitive {kind!r}")
-    obj = bpy.context.active_object
-    if kind not in ("cube", "plane"):
-        obj.data.polygons.foreach_set("use_smooth", [True] * len(obj.data.polygons))
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(vertices.tolist(), [], faces.tolist())
+    mesh.validate()
+    mesh.polygons.foreach_set("use_smooth", [smooth] * len(mesh.polygons))
+    mesh.materials.append(material)
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
     return obj
 
 
-def _hidden_cutter(rng: np.random.Generator, parent):
-    """A box, sphere or cylinder used only as a boolean operand: never rendered, never traced."""
+def asset_mesh(path: Path) -> Mesh:
+    """World-space triangles of an asset file's evaluated meshes, as one mesh; the imported objects
+    are removed again. Raises on files that cannot be read or hold no mesh."""
     import bpy
 
-    kind = rng.choice(["cube", "uv_sphere", "cylinder"])
-    cutter = add_primitive(str(kind), rng)
-    cutter.name = "cutter"
-    cutter.scale = rng.uniform(0.3, 0.7, 3).tolist()
-    side = rng.normal(size=3)
-    cutter.location = (side / np.linalg.norm(side) * rng.uniform(0.35, 0.6)).tolist()  # bite off a part, not all
-    cutter.rotation_euler = rng.uniform(0, math.pi, 3).tolist()
-    cutter.parent = parent
-    cutter.hide_render = True
-    cutter.display_type = "WIRE"
-    cutter["wt_helper"] = True
-    bpy.context.view_layer.update()
-    return cutter
-
-
-def add_random_modifiers(obj, kind: str, rng: np.random.Generator) -> list[str]:
-    """Stack random modifiers (subdivide+displace, twist/bend/taper, solidify shells, boolean cuts,
-    bevel, array) on `obj`; returns the names applied, for the sample's metadata."""
-    import bpy
-
-    applied = []
-    if kind in ("tube", "plane") or rng.random() < 0.25:
-        mod = obj.modifiers.new("solidify", "SOLIDIFY")
-        mod.thickness = rng.uniform(0.03, 0.12)
-        applied.append("solidify")
-    if kind == "cube" and rng.random() < 0.4:
-        mod = obj.modifiers.new("bevel", "BEVEL")
-        mod.width, mod.segments = rng.uniform(0.02, 0.12), int(rng.integers(1, 4))
-        applied.append("bevel")
-    if rng.random() < 0.35:
-        sub = obj.modifiers.new("subdivide", "SUBSURF")
-        sub.levels = sub.render_levels = 2
-        sub.subdivision_type = "SIMPLE" if kind in ("cube", "plane") else "CATMULL_CLARK"
-        tex = bpy.data.textures.new("displace", str(rng.choice(["CLOUDS", "VORONOI", "MUSGRAVE", "DISTORTED_NOISE"])))
-        tex.noise_scale = rng.uniform(0.2, 0.8)
-        mod = obj.modifiers.new("displace", "DISPLACE")
-        mod.texture, mod.strength, mod.mid_level = tex, rng.uniform(0.04, 0.2), 0.5
-        applied.append("displace")
-    if rng.random() < 0.35:
-        mod = obj.modifiers.new("deform", "SIMPLE_DEFORM")
-        mod.deform_method = str(rng.choice(["TWIST", "BEND", "TAPER"]))
-        mod.deform_axis = str(rng.choice(["X", "Y", "Z"]))
-        if mod.deform_method == "TAPER":
-            mod.factor = rng.uniform(-0.9, 0.9)
-        else:
-            mod.angle = rng.uniform(-1.0, 1.0) * (math.pi if mod.deform_method == "TWIST" else math.pi / 2)
-        applied.append(mod.deform_method.lower())
-    if rng.random() < 0.35:
-        mod = obj.modifiers.new("cut", "BOOLEAN")
-        mod.operation, mod.solver = "DIFFERENCE", "EXACT"
-        mod.object = _hidden_cutter(rng, obj)
-        applied.append("boolean")
-    if rng.random() < 0.15:
-        mod = obj.modifiers.new("array", "ARRAY")
-        mod.count = int(rng.integers(2, 4))
-        offset = [0.0, 0.0, 0.0]
-        offset[int(rng.integers(0, 3))] = rng.uniform(1.1, 1.6)
-        mod.relative_offset_displace = offset
-        applied.append("array")
-    return applied
+    objects = import_asset(path)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    verts, faces, offset = [], [], 0
+    for obj in objects:
+        v, f = evaluated_mesh(obj, depsgraph)
+        verts.append(v)
+        faces.append(f + offset)
+        offset += len(v)
+    for obj in objects:
+        bpy.data.objects.remove(obj)
+    return np.concatenate(verts), np.concatenate(faces)
 
 
 def import_asset(path: Path):
@@ -289,85 +225,31 @@ def find_assets(folder: str | None) -> list[Path]:
 # Scene recipes
 # ----------------------------------------------------------------------------------------------
 
-def _evaluated_world_vertices(objects) -> np.ndarray:
-    """(N, 3) world-space vertices of the evaluated (modified) meshes."""
-    import bpy
-
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    chunks = [evaluated_mesh(obj, depsgraph, triangles=False)[0] for obj in objects]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 3))
-
-
-def build_object_scene(rng: np.random.Generator, assets: list[Path], log: list[str]) -> dict:
-    """One to three random objects (or assets) scaled into a sphere of radius OBJECT_RADIUS at the origin.
-
-    Appends skip reasons (bad assets, degenerate meshes) to `log`. Returns metadata.
-    """
-    import bpy
-
-    root = bpy.data.objects.new("group", None)
-    bpy.context.scene.collection.objects.link(root)
-    count = int(rng.choice([1, 1, 1, 2, 2, 3]))
-    parts: list = []
-    objects: list = []
-    for i in range(count):
-        group = None
-        if assets and rng.random() < 0.5:
-            path = assets[int(rng.integers(len(assets)))]
-            try:
-                group = import_asset(path)
-                parts.append(f"asset:{path.name}")
-            except Exception as e:  # unreadable or unsupported files are skipped, never fatal
-                log.append(f"skipped asset {path}: {e}")
-        if group is None:
-            kind = str(rng.choice(PRIMITIVES))
-            obj = add_primitive(kind, rng)
-            mods = add_random_modifiers(obj, kind, rng)
-            group = [obj]
-            parts.append("+".join([kind, *mods]))
-        holder = bpy.data.objects.new(f"part{i}", None)
-        bpy.context.scene.collection.objects.link(holder)
-        holder.parent = root
-        for obj in group:
-            obj.parent = holder
-            obj.data.materials.clear()
-            obj.data.materials.append(random_material(rng, f"mat{i}"))
-        # size each part to a unit box before random scaling, so assets of any scale mix
-        bpy.context.view_layer.update()
-        v = _evaluated_world_vertices(group)
-        if len(v) == 0 or np.ptp(v, axis=0).max() < 1e-9:
-            log.append(f"skipped part {parts[-1]}: zero-size mesh")
-            for obj in group:
-                bpy.data.objects.remove(obj)
+def build_object_scene(rng: np.random.Generator, assets: list[Path], log: list[str],
+                       families: tuple[str, ...] = TRAIN_FAMILIES) -> dict:
+    """The shared recipe's object scene (core/data/recipe.py): one to three parts of the given shape
+    families (or asset files), placed and scaled into the object sphere, each with a random material;
+    then random lights. Appends skip reasons (unreadable assets) to `log`. Returns metadata."""
+    parts = draw_parts(rng, families, assets=len(assets))
+    meshes: list[Mesh] = []
+    for part in parts:
+        if part.mesh is not None:
+            meshes.append(part.mesh)
             continue
-        s = 1.0 / np.ptp(v, axis=0).max()
-        holder.scale = (s * rng.uniform(0.6, 1.4, 3)).tolist()
-        holder.rotation_euler = rng.uniform(0, 2 * math.pi, 3).tolist()
-        holder.location = (rng.uniform(-0.6, 0.6, 3) if count > 1 else np.zeros(3)).tolist()
-        objects.extend(group)
-    bpy.context.view_layer.update()
-    v = _evaluated_world_vertices(objects)
-    if len(v) == 0:
+        path = assets[part.asset]
+        try:
+            meshes.append(asset_mesh(path))
+            part.label = f"asset:{path.name}"
+        except Exception as e:  # unreadable or unsupported files are skipped, never fatal
+            log.append(f"skipped asset {path}: {e}")
+            meshes.append((np.zeros((0, 3)), np.zeros((0, 3), np.int64)))
+    placed = assemble(parts, meshes)
+    if not placed:
         raise SkipSample("every part of the object was degenerate")
-    centre = 0.5 * (v.min(0) + v.max(0))
-    radius = np.linalg.norm(v - centre, axis=1).max()
-    root.scale = [OBJECT_RADIUS / radius] * 3
-    root.location = (-centre * OBJECT_RADIUS / radius).tolist()
+    for i, (v, f) in enumerate(placed):
+        add_mesh(f"part{i}", v, f, random_material(rng, f"mat{i}"))
     add_lights(rng, np.zeros(3), 2.0)
-    return {"mode": "object", "parts": parts}
-
-
-def place_object_camera(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
-    """Camera position, viewing direction and horizontal FOV (30–70°) framing the object sphere."""
-    fov = math.radians(rng.uniform(30.0, 70.0))
-    fill = rng.uniform(0.55, 0.9)  # fraction of the frame the bounding sphere spans
-    distance = OBJECT_RADIUS / math.sin(0.5 * fov * fill)
-    elevation = rng.uniform(-0.5, 1.1)
-    azimuth = rng.uniform(0, 2 * math.pi)
-    direction = np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
-    position = direction * distance
-    target = rng.normal(0, 0.05, 3)
-    return position, target - position, fov
+    return {"mode": "object", "parts": [p.label for p in parts]}
 
 
 def _add_box(name: str, centre, size, material, rotation_z: float = 0.0):
@@ -444,11 +326,10 @@ def build_room_scene(rng: np.random.Generator, log: list[str]) -> dict:
                 _add_box(f"board{i}", (x, y, k * h / 4 + 0.02), (fw, fd * 0.5, 0.03), mat, rot)
             _add_box(f"side{i}", (x, y, h / 2), (fw, 0.03, h), mat, rot)
         else:
-            obj = add_primitive("uv_sphere" if kind == "round" else str(rng.choice(["monkey", "torus", "cone", "cylinder"])), rng)
+            v, f = FAMILIES[str(rng.choice(TRAIN_FAMILIES))](rng)  # clutter: a recipe shape on the floor
             r = rng.uniform(0.2, 0.5)
-            obj.scale = [r * 2] * 3
-            obj.location = (x, y, r)
-            obj.data.materials.append(mat)
+            v = (v - 0.5 * (v.min(0) + v.max(0))) * (2 * r / np.ptp(v, axis=0).max())
+            add_mesh(f"clutter{i}", v + np.array([x, y, -v[:, 2].min()]), f, mat)
             footprints[-1] = (x, y, r)
     add_lights(rng, np.array([W / 2, D / 2, Hr * 0.8]), 1.0)
     light = bpy.data.objects.new("room_light", bpy.data.lights.new("room_light", "POINT"))

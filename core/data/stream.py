@@ -1,10 +1,10 @@
 """Ground truth made on the fly in torch (CPU or CUDA), no Blender and no disk: for training at scale.
 
-Scenes are built from meshes in memory — procedural primitives with random deformations, and a
-bank of meshes exported once from Blender (`python -m core bank`) — framed by the same random
-cameras as the Blender engine, traced with the multi-hit tracer (core/raytrace.py) and shaded
-with a sun (cast shadows through the same tracer), specular highlights, ambient light and random
-albedo with procedural textures. `SceneStream.batch` returns what `ShardReader.batch` does.
+Scenes follow the shared recipe (core/data/recipe.py: the same shape families, placement and
+cameras as the Blender engine), optionally mixed with a bank of meshes exported once from
+Blender (`python -m core bank`), traced with the multi-hit tracer (core/geometry/raytrace.py) and
+shaded with a sun (cast shadows through the same tracer), specular highlights, ambient light and
+random albedo with procedural textures. `SceneStream.batch` returns what `ShardReader.batch` does.
 """
 
 from __future__ import annotations
@@ -18,147 +18,20 @@ import torch
 
 from ..geometry.points import pixel_rays, ray_distance_to_points
 from ..geometry.raytrace import occluded_along, trace_camera
-from .scenes import OBJECT_RADIUS
+from .recipe import FAMILIES, TRAIN_FAMILIES, assemble, draw_parts, look_rotation, object_camera
+from .recipe import Mesh as RecipeMesh
 from .shards import BACKGROUND
 
-Mesh = tuple[torch.Tensor, torch.Tensor]  # vertices [V, 3] float, faces [F, 3] long
+MAX_REDRAWS = 32  # scenes drawn for one sample before the stream gives up (none visible)
+POOL_SIZE = 16  # meshes kept per shape family for reuse
 
-
-# ----------------------------------------------------------------------------------------------
-# Procedural meshes (about unit size, centred, counter-clockwise outward faces)
-# ----------------------------------------------------------------------------------------------
-
-def grid_faces(rows: int, cols: int, wrap: bool) -> torch.Tensor:
-    """Two triangles per cell of a rows × cols vertex grid, columns wrapping around if `wrap`."""
-    r, c = torch.meshgrid(torch.arange(rows - 1), torch.arange(cols if wrap else cols - 1), indexing="ij")
-    a, b = r * cols + c, r * cols + (c + 1) % cols
-    d, e = a + cols, b + cols
-    return torch.cat([torch.stack([a, d, b], -1).reshape(-1, 3), torch.stack([b, d, e], -1).reshape(-1, 3)])
-
-
-def surface_of_revolution(profile_r: torch.Tensor, profile_z: torch.Tensor, segments: int, caps: bool) -> Mesh:
-    """Revolve a (r, z) profile about z; optional flat caps closing both ends."""
-    phi = torch.arange(segments) * (2 * math.pi / segments)
-    v = torch.stack([profile_r[:, None] * phi.cos(), profile_r[:, None] * phi.sin(), profile_z[:, None].expand(-1, segments)], -1)
-    verts, faces = v.reshape(-1, 3), grid_faces(len(profile_r), segments, wrap=True)
-    if caps:
-        n = len(verts)
-        verts = torch.cat([verts, torch.tensor([[0, 0, float(profile_z[0])], [0, 0, float(profile_z[-1])]])])
-        ring = torch.arange(segments)
-        bottom = torch.stack([torch.full_like(ring, n), (ring + 1) % segments, ring], -1)
-        top_ring = ring + (len(profile_r) - 1) * segments
-        top = torch.stack([torch.full_like(ring, n + 1), top_ring, (ring + 1) % segments + (len(profile_r) - 1) * segments], -1)
-        faces = torch.cat([faces, bottom, top])
-    return verts, faces
-
-
-def primitive(kind: str, rng: np.random.Generator) -> Mesh:
-    """sphere, box, cylinder, tube (open), cone, torus or plane, dense enough to deform smoothly."""
-    n = 32
-    if kind == "sphere":
-        theta = torch.linspace(0.02, math.pi - 0.02, n)
-        return surface_of_revolution(0.5 * theta.sin(), -0.5 * theta.cos(), 2 * n, caps=True)
-    if kind in ("cylinder", "tube"):
-        return surface_of_revolution(torch.full((n,), 0.4), torch.linspace(-0.5, 0.5, n), 2 * n, caps=kind == "cylinder")
-    if kind == "cone":
-        z = torch.linspace(-0.5, 0.5, n)
-        return surface_of_revolution(0.5 - (0.5 - rng.uniform(0.0, 0.3)) * (z + 0.5), z, 2 * n, caps=True)
-    if kind == "torus":
-        minor = rng.uniform(0.08, 0.2)
-        a = torch.arange(n) * (2 * math.pi / n)
-        b = torch.arange(2 * n) * (math.pi / n)
-        r = 0.4 + minor * a.cos()[:, None]
-        v = torch.stack([r * b.cos(), r * b.sin(), (minor * a.sin())[:, None].expand(-1, 2 * n)], -1)
-        return v.reshape(-1, 3), torus_faces(n, 2 * n)
-    if kind == "plane":
-        g = torch.linspace(-0.5, 0.5, n)
-        y, x = torch.meshgrid(g, g, indexing="ij")
-        return torch.stack([x, y, torch.zeros_like(x)], -1).reshape(-1, 3), grid_faces(n, n, wrap=False)
-    if kind == "box":
-        return box_mesh(torch.zeros(3), torch.ones(3), subdivisions=8)
-    raise ValueError(f"unknown primitive {kind!r}")
-
-
-def torus_faces(rings: int, segments: int) -> torch.Tensor:
-    """Two triangles per cell of a grid wrapping in both directions."""
-    r, c = torch.meshgrid(torch.arange(rings), torch.arange(segments), indexing="ij")
-    a, b = r * segments + c, r * segments + (c + 1) % segments
-    d, e = ((r + 1) % rings) * segments + c, ((r + 1) % rings) * segments + (c + 1) % segments
-    return torch.cat([torch.stack([a, b, d], -1).reshape(-1, 3), torch.stack([b, e, d], -1).reshape(-1, 3)])
-
-
-def box_mesh(centre: torch.Tensor, size: torch.Tensor, subdivisions: int = 1) -> Mesh:
-    """An axis-aligned box from six subdivided faces (outward winding)."""
-    g = torch.linspace(-0.5, 0.5, subdivisions + 1)
-    s, t = torch.meshgrid(g, g, indexing="ij")
-    quad = grid_faces(subdivisions + 1, subdivisions + 1, wrap=False)
-    verts: list[torch.Tensor] = []
-    faces: list[torch.Tensor] = []
-    for axis in range(3):
-        for sign in (-1.0, 1.0):
-            u, w = (axis + 1) % 3, (axis + 2) % 3
-            p = torch.zeros(s.numel(), 3)
-            p[:, axis], p[:, u], p[:, w] = sign * 0.5, s.flatten(), t.flatten()
-            f = quad if sign > 0 else quad.flip(1)
-            faces.append(f + sum(v.shape[0] for v in verts))
-            verts.append(p)
-    return torch.cat(verts) * size + centre, torch.cat(faces)
-
-
-# ----------------------------------------------------------------------------------------------
-# Deformations
-# ----------------------------------------------------------------------------------------------
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted vertex normals [V, 3] of a triangle mesh (verts [V, 3], faces [F, 3])."""
     tri = verts[faces]
     n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
     out = torch.zeros_like(verts).index_add_(0, faces.flatten(), n.repeat_interleave(3, 0))
     return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def deform(mesh: Mesh, rng: np.random.Generator) -> tuple[Mesh, list[str]]:
-    """Random displacement (sum of sinusoids along normals), twist/bend/taper, shells and cuts."""
-    v, f = mesh
-    applied = []
-    if rng.random() < 0.4:
-        normals = vertex_normals(v, f)
-        k = torch.from_numpy(rng.normal(0, 1, (6, 3)) * rng.uniform(2, 9)).float()
-        phase = torch.from_numpy(rng.uniform(0, 2 * math.pi, 6)).float()
-        bump = torch.sin(v @ k.T + phase).mean(1, keepdim=True)
-        v = v + rng.uniform(0.03, 0.12) * bump * normals
-        applied.append("displace")
-    if rng.random() < 0.35:
-        axis = int(rng.integers(3))
-        other = [a for a in range(3) if a != axis]
-        s = v[:, axis]
-        kind = rng.choice(["twist", "bend", "taper"])
-        if kind == "twist":
-            angle = s * rng.uniform(-3, 3)
-            x, y = v[:, other[0]], v[:, other[1]]
-            v = v.clone()
-            v[:, other[0]], v[:, other[1]] = x * angle.cos() - y * angle.sin(), x * angle.sin() + y * angle.cos()
-        elif kind == "taper":
-            v = v.clone()
-            scale = 1 + rng.uniform(-0.8, 0.8) * s
-            v[:, other[0]] *= scale
-            v[:, other[1]] *= scale
-        else:
-            v = v.clone()
-            v[:, other[0]] = v[:, other[0]] + rng.uniform(-0.8, 0.8) * s ** 2
-        applied.append(str(kind))
-    if rng.random() < 0.3:  # a shell: an inner surface facing inwards (the solidify modifier's result)
-        inner = v - rng.uniform(0.03, 0.1) * vertex_normals(v, f)
-        f = torch.cat([f, f.flip(1) + len(v)])
-        v = torch.cat([v, inner])
-        applied.append("shell")
-    if rng.random() < 0.35:  # cut away what lies beyond a random plane (opens shells, shows insides)
-        n = torch.from_numpy(rng.normal(size=3)).float()
-        n = n / n.norm()
-        keep = (v[f].mean(1) @ n) < rng.uniform(0.0, 0.3)
-        if keep.sum() > 0.3 * len(f):
-            f = f[keep]
-            applied.append("cut")
-    return (v, f), applied
 
 
 def smooth_normals(points: torch.Tensor, verts: torch.Tensor, tri_faces: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
@@ -174,14 +47,6 @@ def smooth_normals(points: torch.Tensor, verts: torch.Tensor, tri_faces: torch.T
     return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def random_rotation(rng: np.random.Generator) -> torch.Tensor:
-    q = rng.normal(size=4)
-    w, x, y, z = q / np.linalg.norm(q)
-    return torch.tensor([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]], dtype=torch.float32)
-
-
 # ----------------------------------------------------------------------------------------------
 # Scenes, cameras, shading
 # ----------------------------------------------------------------------------------------------
@@ -190,90 +55,81 @@ def random_rotation(rng: np.random.Generator) -> torch.Tensor:
 class StreamConfig:
     resolution: int = 128  # square image side
     layers: int = 6  # ray crossings kept per pixel
-    bank: str | None = None  # .npz mesh bank from `python -m core bank` (mixed with primitives)
-    bank_fraction: float = 0.5  # share of objects drawn from the bank when one is given
+    bank: str | None = None  # .npz mesh bank from `python -m core bank` (mixed with the recipe's families)
+    families: tuple[str, ...] = TRAIN_FAMILIES  # shape families of core/data/recipe.py drawn from
+    mesh_reuse: int = 4  # scenes a meshed shape appears in, on average (new pose, scale, camera and colours each time)
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        unknown = set(self.families) - set(FAMILIES)
+        if unknown or not self.families:
+            raise ValueError(f"unknown shape families {sorted(unknown)}; choose from {sorted(FAMILIES)}")
+        if self.mesh_reuse < 1:
+            raise ValueError(f"mesh_reuse must be at least 1, got {self.mesh_reuse}")
 
-def load_bank(path: str | Path) -> list[Mesh]:
+
+def load_bank(path: str | Path) -> list[RecipeMesh]:
     """Meshes of a bank file: `vertices` (N, 3) float, `faces` (M, 3) int, `vertex_offsets`/`face_offsets` (K+1,)."""
     with np.load(path, allow_pickle=False) as f:
         v, fa, vo, fo = f["vertices"], f["faces"], f["vertex_offsets"], f["face_offsets"]
-    return [(torch.from_numpy(v[vo[i]:vo[i + 1]].astype(np.float32)), torch.from_numpy(fa[fo[i]:fo[i + 1]].astype(np.int64)))
-            for i in range(len(vo) - 1)]
+    return [(v[vo[i] : vo[i + 1]].astype(np.float64), fa[fo[i] : fo[i + 1]].astype(np.int64)) for i in range(len(vo) - 1)]
 
 
 class SceneStream:
-    """Random object scenes traced and shaded on the fly; `batch(B)` → the training batch dict."""
-
-    KINDS = ("sphere", "box", "cylinder", "tube", "cone", "torus", "plane")
+    """Random object scenes of the shared recipe, traced and shaded on the fly; `batch(B)` → the training batch dict."""
 
     def __init__(self, cfg: StreamConfig, seed: int = 0):
         self.cfg = cfg
         self.device = torch.device(cfg.device)
         self.rng = np.random.default_rng(seed)
         self.bank = load_bank(cfg.bank) if cfg.bank else []
+        self.pool: dict[str, list[RecipeMesh]] = {family: [] for family in cfg.families}
 
-    def random_object(self) -> tuple[Mesh, str]:
-        rng = self.rng
-        if self.bank and rng.random() < self.cfg.bank_fraction:
-            i = int(rng.integers(len(self.bank)))
-            return self.bank[i], f"bank{i}"
-        kind = str(rng.choice(self.KINDS))
-        mesh, applied = deform(primitive(kind, rng), rng)
-        return mesh, "+".join([kind, *applied])
+    def shape(self, family: str) -> RecipeMesh:
+        """A mesh of `family`: a fresh one with probability 1/mesh_reuse (or while the family's pool of
+        POOL_SIZE is filling), otherwise one of the pool's — meshing costs far more than tracing."""
+        pool, rng = self.pool[family], self.rng
+        if len(pool) < POOL_SIZE or rng.random() < 1 / self.cfg.mesh_reuse:
+            mesh = FAMILIES[family](rng)
+            if len(pool) < POOL_SIZE:
+                pool.append(mesh)
+            else:
+                pool[int(rng.integers(POOL_SIZE))] = mesh
+            return mesh
+        return pool[int(rng.integers(POOL_SIZE))]
 
     def random_scene(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """World-space vertices, faces and per-face object id of 1–3 objects in the object sphere."""
-        rng = self.rng
-        count = int(rng.choice([1, 1, 1, 2, 2, 3]))
-        verts: list[torch.Tensor] = []
-        faces: list[torch.Tensor] = []
-        owner: list[torch.Tensor] = []
-        for i in range(count):
-            (v, f), _ = self.random_object()
-            v = v - 0.5 * (v.amin(0) + v.amax(0))
-            v = v / (v.amax(0) - v.amin(0)).max().clamp_min(1e-6)
-            v = (v * torch.from_numpy(rng.uniform(0.6, 1.4, 3)).float()) @ random_rotation(rng).T
-            if count > 1:
-                v = v + torch.from_numpy(rng.uniform(-0.6, 0.6, 3)).float()
-            faces.append(f + sum(x.shape[0] for x in verts))
-            verts.append(v)
-            owner.append(torch.full((len(f),), i))
-        v, f = torch.cat(verts), torch.cat(faces)
-        centre = 0.5 * (v.amin(0) + v.amax(0))
-        v = (v - centre) * (OBJECT_RADIUS / (v - centre).norm(dim=1).max())
-        return v, f, torch.cat(owner)
-
-    def random_camera(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """World-to-camera rotation [3, 3], camera position [3] and horizontal FOV framing the object
-        sphere (the Blender engine's rules)."""
-        rng = self.rng
-        fov = math.radians(rng.uniform(30.0, 70.0))
-        distance = OBJECT_RADIUS / math.sin(0.5 * fov * rng.uniform(0.55, 0.9))
-        elevation, azimuth = rng.uniform(-0.5, 1.1), rng.uniform(0, 2 * math.pi)
-        position = distance * torch.tensor([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
-                                            math.sin(elevation)])
-        forward = torch.from_numpy(rng.normal(0, 0.05, 3)).float() - position
-        forward = forward / forward.norm()
-        right = torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0]))
-        right = right / right.norm().clamp_min(1e-6)
-        down = torch.linalg.cross(forward, right)
-        return torch.stack([right, down, forward]), position, fov  # rows: OpenCV camera axes in world
+        """World-space vertices [V, 3], faces [F, 3] and per-face part id [F] of one recipe scene
+        (bank meshes stand in for the recipe's assets); empty when every part was degenerate."""
+        parts = draw_parts(self.rng, self.cfg.families, assets=len(self.bank), shape=self.shape)
+        placed = assemble(parts, [p.mesh if p.mesh is not None else self.bank[p.asset] for p in parts])
+        offsets = np.cumsum([0] + [len(v) for v, _ in placed])
+        verts = torch.from_numpy(np.concatenate([v for v, _ in placed] or [np.zeros((0, 3))])).float()
+        faces = torch.from_numpy(np.concatenate([f + o for (_, f), o in zip(placed, offsets)] or [np.zeros((0, 3), np.int64)]))
+        owner = torch.cat([torch.full((len(f),), i) for i, (_, f) in enumerate(placed)] or [torch.zeros(0, dtype=torch.long)])
+        return verts, faces, owner
 
     def sample(self) -> dict[str, torch.Tensor]:
-        """One traced and shaded scene: rgb [H, W, 3] float, alpha [H, W], distance [L, H, W], intrinsics [3, 3]."""
+        """One traced and shaded scene: rgb [H, W, 3] float, alpha [H, W], distance [L, H, W], intrinsics [3, 3].
+
+        A scene the camera sees nothing of (possible when a thin part is seen edge-on) is redrawn."""
         cfg, dev = self.cfg, self.device
         R = cfg.resolution
-        verts, faces, owner = self.random_scene()
-        rot, position, fov = self.random_camera()
-        f = 0.5 * R / math.tan(0.5 * fov)
-        K = torch.tensor([[f, 0, R / 2], [0, f, R / 2], [0, 0, 1.0]])
-        cam_verts = ((verts - position) @ rot.T).to(dev)
-        faces, owner = faces.to(dev), owner.to(dev)
-        distance, index = trace_camera(cam_verts, faces, K.to(dev), R, R, cfg.layers)
-        rgb = self.shade(cam_verts, faces, owner, K.to(dev), distance[0], index[0], rot.to(dev))
-        return {"rgb": rgb, "alpha": (index[0] >= 0).float(), "distance": distance, "intrinsics": K.to(dev)}
+        for _ in range(MAX_REDRAWS):
+            verts, faces, owner = self.random_scene()
+            position, direction, fov = object_camera(self.rng)
+            if len(faces) == 0:
+                continue
+            rot = torch.from_numpy(look_rotation(direction)).float()
+            f = 0.5 * R / math.tan(0.5 * fov)
+            K = torch.tensor([[f, 0, R / 2], [0, f, R / 2], [0, 0, 1.0]], device=dev)
+            cam_verts = ((verts - torch.from_numpy(position).float()) @ rot.T).to(dev)
+            faces, owner = faces.to(dev), owner.to(dev)
+            distance, index = trace_camera(cam_verts, faces, K, R, R, cfg.layers)
+            if (index[0] >= 0).any():
+                rgb = self.shade(cam_verts, faces, owner, K, distance[0], index[0], rot.to(dev))
+                return {"rgb": rgb, "alpha": (index[0] >= 0).float(), "distance": distance, "intrinsics": K}
+        raise RuntimeError(f"no visible scene in {MAX_REDRAWS} draws (families {self.cfg.families})")
 
     def shade(self, verts, faces, owner, K, depth0, tri0, world_to_cam) -> torch.Tensor:
         """Layer-0 colours [H, W, 3]: albedo × texture, ambient + sun (with cast shadows) + specular."""

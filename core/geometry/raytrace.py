@@ -153,6 +153,8 @@ def occluded_along(
     Parallel rays are binned in the plane perpendicular to `direction` (an orthographic shadow map).
     """
     device, dtype = points.device, points.dtype
+    if len(points) == 0 or len(faces) == 0:
+        return torch.zeros(len(points), dtype=torch.bool, device=device)
     d = direction / direction.norm()
     helper = torch.tensor([1.0, 0, 0] if abs(float(d[0])) < 0.9 else [0, 1.0, 0], device=device, dtype=dtype)
     e1 = torch.linalg.cross(d, helper)
