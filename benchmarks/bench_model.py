@@ -103,10 +103,10 @@ def attention_split(model: WTDiT, device: torch.device, repeats: int = 5) -> dic
         kind = BLOCK_TYPES[i % 3] if i < len(model.blocks) else BLOCK_TYPES[(i - len(model.blocks)) % 3]
         handles.append(block.register_forward_pre_hook(start))
         handles.append(block.register_forward_hook(lambda m, a, o, kind=kind: stop(m, a, o, kind)))
-    x, t, image = forward_inputs(model.cfg, 1, device)
+    inputs = forward_inputs(model.cfg, 1, device)
     with torch.inference_mode():
         for _ in range(repeats):
-            model(x, t, image)
+            model(*inputs)
     for h in handles:
         h.remove()
     total = sum(times.values())

@@ -49,14 +49,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def model_callable(model: WTDiT) -> Callable:
-    """The model as the sampler calls it: bf16 autocast on CUDA, float32 elsewhere, no gradients."""
+def model_callable(model: WTDiT, foreground: torch.Tensor | None = None) -> Callable:
+    """The model as the sampler calls it: bf16 autocast on CUDA, float32 elsewhere, no gradients;
+    models that start from the silhouette get `foreground` [B, H, W]."""
     device = next(model.parameters()).device
+    mask = foreground if getattr(model.cfg, "silhouette_prior", False) else None
 
     def run(x: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
-            return model(x, t, image).float()
+            return (model(x, t, image) if mask is None else model(x, t, image, mask)).float()
 
     return run
 
@@ -93,7 +95,7 @@ def predict(
     noise = initial_noise(B, 1, L, H, W, generator=generator, device=device)
     valid_in = foreground[:, None].expand(B, L, H, W)
     x = noise
-    for step in sample_steps(model_callable(model), image, noise, cfg, valid=valid_in, generator=generator):
+    for step in sample_steps(model_callable(model, foreground), image, noise, cfg, valid=valid_in, generator=generator):
         x = step.x
         if on_step is not None:
             on_step(step)

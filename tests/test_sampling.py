@@ -117,10 +117,10 @@ def test_loss_is_zero_for_the_exact_sample_and_ignores_the_background():
     b = batch()
     norm = PointNormalization()
     target = training_target(b["points"], b["valid"], norm)
-    loss, stats = flow_loss(lambda x, t, img: target, b, norm, generator=torch.Generator().manual_seed(0))
+    loss, stats = flow_loss(lambda x, t, img, fg: target, b, norm, generator=torch.Generator().manual_seed(0))
     assert loss.item() == 0.0
     noisy_background = target + 5.0 * (~b["valid"][:, :1, ..., None])
-    loss, _ = flow_loss(lambda x, t, img: noisy_background, b, norm, generator=torch.Generator().manual_seed(0))
+    loss, _ = flow_loss(lambda x, t, img, fg: noisy_background, b, norm, generator=torch.Generator().manual_seed(0))
     assert loss.item() == 0.0
 
 
@@ -132,5 +132,5 @@ def test_depth_order_penalty_punishes_layers_in_front_of_earlier_ones():
     norm = PointNormalization()
     target = training_target(b["points"], b["valid"], norm)
     swapped = target[:, [1, 0, 2]]
-    _, stats = flow_loss(lambda x, t, img: swapped, b, norm, generator=torch.Generator().manual_seed(0))
+    _, stats = flow_loss(lambda x, t, img, fg: swapped, b, norm, generator=torch.Generator().manual_seed(0))
     assert stats["depth_order"] > 0 and stats["loss"] > stats["endpoint"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -20,6 +21,13 @@ SMALL = {k: v for k, v in small_config().to_dict().items()}
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("spheres")
     return write_sphere_shards(root / "train", 16), write_sphere_shards(root / "val", 4, seed=1)
+
+
+def validation_batch(shards) -> dict:
+    """A batch of two validation spheres (image, points, valid, foreground)."""
+    from core.data.shards import ShardReader
+
+    return ShardReader(shards[1]).batch([0, 1])
 
 
 def config(shards, out, **kw) -> TrainConfig:
@@ -64,6 +72,49 @@ def test_short_run_logs_validates_and_writes_a_loadable_checkpoint(shards, tmp_p
         assert (tmp_path / png).stat().st_size > 0
     model, normalization, info = load_checkpoint(path)
     assert model.cfg == small_config() and normalization.mode == "zscore" and info["step"] == 6
+
+
+def test_time_budget_decays_the_learning_rate_by_its_end():
+    """With a wall-time budget the cosine reaches min_lr when the time is used up, whatever the steps."""
+    cfg = TrainConfig(data=[], out="", steps=10**6, warmup=10, lr=1e-3, min_lr=1e-5, minutes=1.0)
+    assert get_lr(20, cfg, time_used=0.0) == pytest.approx(1e-3, rel=1e-3)
+    assert get_lr(20, cfg, time_used=0.5) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert get_lr(20, cfg, time_used=1.0) == pytest.approx(1e-5)
+
+
+@pytest.mark.slow
+def test_warm_start_adds_the_silhouette_prior_and_keeps_the_record(shards, tmp_path):
+    """A run warm-started from another run's checkpoint copies its weights, starts exactly as the
+    silhouette prior (output layer zeroed), stops on its time budget with a checkpoint, and carries
+    the first run's record in its history."""
+    from core.train.loop import warm_start
+
+    first = train(config(shards, tmp_path / "first"), progress=False)
+    prior = {**SMALL, "silhouette_prior": True}
+    model = WTDiT(dataclasses.replace(small_config(), silhouette_prior=True))
+    history = warm_start(model, str(first), log=lambda _: None)
+    source = load_checkpoint(first)[0]
+    assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    old = source.geometry_proj.weight
+    assert torch.equal(model.geometry_proj.weight[:, : old.shape[1]], old)
+    assert not model.geometry_proj.weight[:, old.shape[1] :].any()
+    b = validation_batch(shards)
+    x = torch.randn(2, 4, 32, 32, 3)
+    with torch.no_grad():
+        assert torch.equal(model(x, torch.rand(2), b["image"], b["foreground"]), model.silhouette(b["foreground"]))
+    with pytest.raises(ValueError, match="foreground"):
+        model(x, torch.rand(2), b["image"])
+    assert history[-1]["checkpoint"] == str(first) and history[-1]["step"] == 6
+
+    args = ["-m", "core", "train", "--data", str(shards[0]), "--out", str(tmp_path / "second"), "--model", "tiny",
+            "--model-overrides", json.dumps(prior), "--init", str(first), "--steps", "1000000", "--minutes", "0.1",
+            "--batch-size", "2", "--warmup", "1", "--save-every", "1000000", "--device", "cpu"]  # fmt: skip
+    result = run_python(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warm start from" in result.stdout
+    _, _, info = load_checkpoint(tmp_path / "second" / "model.safetensors")
+    assert 0 < info["step"] < 1000000 and info["history"][-1]["checkpoint"] == str(first)
+    assert "--init" in info["command"] and info["train_config"]["model_overrides"]["silhouette_prior"]
 
 
 @pytest.mark.slow

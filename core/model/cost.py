@@ -17,14 +17,19 @@ from .wtdit import BLOCK_TYPES, WTDiT, WTDiTConfig
 
 
 def forward_inputs(cfg: WTDiTConfig, batch: int = 1, device: str | torch.device = "meta", frames: int = 1):
-    """Random (x_t, t, image) of the right shapes for one forward."""
+    """Random (x_t, t, image) of the right shapes for one forward, and a foreground disk for models
+    with the silhouette prior."""
     S = cfg.image_size
     x = torch.randn(batch, frames * cfg.num_layers, S, S, 3, device=device)
     t = torch.rand(batch, device=device)
     image = (
         torch.rand(batch, frames, 3, S, S, device=device) if frames > 1 else torch.rand(batch, 3, S, S, device=device)
     )
-    return x, t, image
+    if not cfg.silhouette_prior:
+        return x, t, image
+    rows, cols = torch.meshgrid(torch.arange(S, device=device), torch.arange(S, device=device), indexing="ij")
+    disk = (rows - S / 2) ** 2 + (cols - S / 2) ** 2 < (S / 3) ** 2
+    return x, t, image, disk.expand(batch, S, S)
 
 
 def block_kind(module_name: str) -> str | None:
@@ -40,11 +45,12 @@ def block_kind(module_name: str) -> str | None:
 
 def count_flops(cfg: WTDiTConfig, batch: int = 1) -> dict[str, int]:
     """FLOPs of one forward (multiply-adds count 2): 'total', 'encoder', and per block kind."""
-    with torch.device("meta"):
+    device = "cpu" if cfg.silhouette_prior else "meta"  # the prior's distance transform needs real data
+    with torch.device(device):
         model = WTDiT(cfg)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(*forward_inputs(cfg, batch))
+        model(*forward_inputs(cfg, batch, device))
     counts = counter.get_flop_counts()
     split: defaultdict[str, int] = defaultdict(int)
     for name, ops in counts.items():

@@ -23,10 +23,16 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from ..geometry.camera import fov_to_focal
+from ..geometry.points import OBJECT_MEAN, OBJECT_STD
+from ..geometry.silhouette import inflate
 from .encoder import EncoderConfig, ImageEncoder
 from .modules import Attention, LayerScale, Mlp, grid_positions, rope_tables
 
 BLOCK_TYPES = ("frame", "ray", "global")
+
+
+PRIOR_FOV = math.radians(54.0)  # field of view the silhouette prior is seen with (the inflation floor's)
 
 
 @dataclass
@@ -45,6 +51,7 @@ class WTDiTConfig:
     rope_base: float = 100.0  # RoPE frequency base
     layerscale_init: float = 1e-4  # initial LayerScale of decoder and head blocks
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # image encoder
+    silhouette_prior: bool = False  # ours, objects: x̂0 = inflated silhouette + the head's output (needs the mask)
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
@@ -62,6 +69,8 @@ class WTDiTConfig:
             raise ValueError("head width must be a multiple of 4 for 2-D RoPE")
         if self.layer_conditioning not in ("film", "film_adaln"):
             raise ValueError(f"unknown layer_conditioning {self.layer_conditioning!r}")
+        if self.silhouette_prior and self.temporal:
+            raise ValueError("silhouette_prior is for single images (object mode), not temporal models")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -248,7 +257,8 @@ class WTDiT(nn.Module):
         D, p = cfg.dim, cfg.patch_size
         self.encoder = ImageEncoder(cfg.encoder, p, D)
         self.image_proj = nn.Linear(D, D // 2)
-        self.geometry_proj = nn.Linear(2 * p * p * 3, D // 2)  # [RGB patch ‖ XYZ patch]
+        # [RGB patch ‖ XYZ patch], and the prior's XYZ patch when the model starts from the silhouette
+        self.geometry_proj = nn.Linear((3 if cfg.silhouette_prior else 2) * p * p * 3, D // 2)
         self.time_embed = TimestepEmbedder(D)
         self.film = LayerFiLM(cfg.num_layers, D)
         if cfg.layer_conditioning == "film_adaln":
@@ -285,7 +295,7 @@ class WTDiT(nn.Module):
         # Timestep MLP: small normal, as in DiT.
         for k in (0, 2):
             nn.init.normal_(cast(nn.Linear, self.time_embed.embed[k]).weight, std=0.02)
-        # Output layer starts at zero: x̂0 = 0 (the mean of normalised points) before training.
+        # Output layer starts at zero: x̂0 = 0 (the mean of normalised points), or the prior, before training.
         nn.init.zeros_(self.head.out.weight)
         nn.init.zeros_(self.head.out.bias)
 
@@ -300,12 +310,22 @@ class WTDiT(nn.Module):
             ropes["temporal"] = rope_tables(frames, hd, self.cfg.rope_base)
         return ropes
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def silhouette(self, foreground: torch.Tensor) -> torch.Tensor:
+        """The prior in network units [B, L, H, W, 3]: the inflated mask (core/geometry/silhouette.py)
+        at the training objects' mean depth, seen with the inflation floor's 54° field of view."""
+        W = foreground.shape[-1]
+        points = inflate(foreground, fov_to_focal(PRIOR_FOV, W), OBJECT_MEAN[2], self.cfg.num_layers)
+        return (points - points.new_tensor(OBJECT_MEAN)) / points.new_tensor(OBJECT_STD)
+
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Predict the clean sample.
 
         x_t:   [B, V, H, W, 3] noisy normalised points (V = T·L, frame-major).
         t:     [B] one time per sample, or [B, L] one per layer (1 = pure noise).
         image: [B, 3, H, W] or [B, T, 3, H, W] RGB in [0, 1].
+        foreground: [B, H, W] bool, needed by (and only used by) models with `silhouette_prior`.
         Returns x̂0 [B, V, H, W, 3].
         """
         cfg = self.cfg
@@ -327,9 +347,15 @@ class WTDiT(nn.Module):
         var = feats.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
         image_tokens = self.image_proj(cfg.img_token_scale * (feats - mean) / torch.sqrt(var + 1e-6))  # [B, V, P, D/2]
 
-        # Geometry tokens: [RGB patch ‖ noisy XYZ patch].
+        # Geometry tokens: [RGB patch ‖ noisy XYZ patch (‖ prior XYZ patch)].
         rgb = repeat(patchify(image.permute(0, 1, 3, 4, 2), p), "b t p c -> b (t l) p c", l=L)  # [B, V, P, p·p·3]
-        geometry_tokens = self.geometry_proj(torch.cat([rgb, patchify(x_t, p)], dim=-1))  # [B, V, P, D/2]
+        patches = [rgb, patchify(x_t, p)]
+        if cfg.silhouette_prior:
+            if foreground is None:
+                raise ValueError("this model starts from the silhouette: pass the foreground mask")
+            prior = self.silhouette(foreground)  # [B, L, H, W, 3]
+            patches.append(patchify(prior.to(x_t.dtype), p))
+        geometry_tokens = self.geometry_proj(torch.cat(patches, dim=-1))  # [B, V, P, D/2]
         x = torch.cat([image_tokens, geometry_tokens], dim=-1)  # [B, V, P, D]
 
         # Conditioning: per-layer AdaLN for frame blocks, mean-time AdaLN for the others.
@@ -346,8 +372,8 @@ class WTDiT(nn.Module):
         x = run_stack(
             self.blocks, self.film(), x, ada_frame, ada_mean, ropes, T, self.temporal_blocks if cfg.temporal else None
         )
-        out = self.head(x, ada_layer, ada_mean, ropes, T)  # [B, V, P, p·p·3]
-        return unpatchify(out.float(), p, rows)  # [B, V, H, W, 3]
+        out = unpatchify(self.head(x, ada_layer, ada_mean, ropes, T).float(), p, rows)  # [B, V, H, W, 3]
+        return out + prior if cfg.silhouette_prior else out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def flow_loss(
     x_t = (1 - tt) * x0 + tt * noise
     fg = valid[:, :1, ..., None]  # [B, 1, H, W, 1]
     x_t = torch.where(fg, x_t, torch.randn(x0.shape, generator=generator, device=device))
-    x0_hat = model(x_t, t, image).float()  # [B, L, H, W, 3]
+    x0_hat = model(x_t, t, image, valid[:, 0]).float()  # [B, L, H, W, 3]
 
     mask = fg.float()
     count = mask.sum().clamp_min(1.0) * L

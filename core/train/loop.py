@@ -12,8 +12,9 @@ import copy
 import json
 import math
 import os
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,13 +64,16 @@ class TrainConfig:
     stream_fraction: float = 0.0  # share of every batch made on the fly by the torch stream (1: stream only)
     stream_bank: str | None = None  # mesh bank for the stream (`python -m core bank`)
     compile: bool = False  # torch.compile the model (CUDA)
+    init: str | None = None  # checkpoint to warm-start a new run from (fresh optimizer); its history is kept
+    minutes: float = 0.0  # wall-time budget of this process: the LR decays by it and training stops there (0: none)
 
 
-def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps."""
+def get_lr(step: int, cfg: TrainConfig, time_used: float = 0.0) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps, or earlier when the
+    share `time_used` of the wall-time budget runs out first."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    progress = min(1.0, max((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), time_used))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
@@ -162,6 +166,38 @@ def training_batches(
         yield {k: torch.cat([p[k].to(device, non_blocking=True) for p in parts]) for k in parts[0]}
 
 
+def warm_start(model: WTDiT, path: str, log: Callable[[str], object] = print) -> list[dict]:
+    """Copy checkpoint `path`'s weights into the fresh `model` wherever names and shapes agree; returns
+    its training record (its history, then its own info), which the new checkpoints carry on.
+
+    A wider geometry projection (the silhouette prior's input columns) keeps the old columns and
+    starts the new ones at zero; a model that gains the silhouette prior gets its output layer zeroed,
+    so it starts exactly as the prior. Anything else that does not fit stays freshly initialised.
+    """
+    from ..model.checkpoint import load_checkpoint, ours_metadata
+
+    source, _, _ = load_checkpoint(path)
+    old, kept, fresh = source.state_dict(), 0, []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            w = old.get(name)
+            if w is not None and w.shape == tensor.shape:
+                tensor.copy_(w)
+                kept += 1
+            elif name == "geometry_proj.weight" and w is not None and w.shape[0] == tensor.shape[0]:
+                tensor.zero_()[:, : w.shape[1]] = w
+                kept += 1
+            else:
+                fresh.append(name)
+        if model.cfg.silhouette_prior and not source.cfg.silhouette_prior:
+            model.head.out.weight.zero_()
+            model.head.out.bias.zero_()
+            fresh.append("head.out (zeroed: the model starts as the silhouette prior)")
+    log(f"warm start from {path}: {kept} tensors copied; fresh: {', '.join(fresh) or 'none'}")
+    info = json.loads((ours_metadata(path) or {}).get("info", "{}"))
+    return [*info.pop("history", []), {"checkpoint": str(path), **info}]
+
+
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     from ..inference import pick_device
@@ -199,11 +235,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     normalization = PointNormalization(cfg.normalization)
     val = ShardReader(cfg.val) if cfg.val else None
 
+    if model_cfg.silhouette_prior and cfg.normalization != "zscore":
+        raise ValueError("the silhouette prior is in object units: train it with normalization zscore")
     model = WTDiT(model_cfg).to(device)
+    state_path = out / "state.safetensors"
+    history: list[dict] = []
+    if cfg.init and not state_path.exists():
+        history = warm_start(model, cfg.init, log=print if master else lambda _: None)
     model.encoder.requires_grad_(not model_cfg.encoder.frozen)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = configure_optimizer(model, cfg, device)
-    state_path = out / "state.safetensors"
     step = load_state(state_path, model, ema, optimizer, device) if state_path.exists() else 0
     net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile:
@@ -222,9 +263,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     with open(out / "log.jsonl" if master else os.devnull, "a") as log:  # only the master writes
         bar = tqdm(total=cfg.steps, initial=step, disable=not (master and progress), desc="train")
-        t_last, samples_since = time.time(), 0
+        t_last, samples_since, t_start = time.time(), 0, time.time()
         while step < cfg.steps:
-            lr = get_lr(step, cfg)
+            time_used = (time.time() - t_start) / (60 * cfg.minutes) if cfg.minutes else 0.0
+            lr = get_lr(step, cfg, time_used)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = next(batches)
@@ -242,6 +284,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             step += 1
             samples_since += cfg.batch_size * world
             bar.update(1)
+            out_of_time = bool(cfg.minutes) and any_rank(time.time() - t_start >= 60 * cfg.minutes, world)
+            last = step == cfg.steps or out_of_time
             if master and step % cfg.log_every == 0:
                 now = time.time()
                 row = dict(step=step, lr=lr, grad_norm=grad_norm, samples_per_s=samples_since / (now - t_last), **stats)
@@ -249,7 +293,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
-            if master and val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if master and val is not None and (step % cfg.eval_every == 0 or last):
                 indices = list(range(min(cfg.eval_samples, len(val))))
                 row = {
                     "step": step,
@@ -271,15 +315,25 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 prediction_figure(
                     ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps)
                 )
-            if master and (step % cfg.save_every == 0 or step == cfg.steps):
+            if master and (step % cfg.save_every == 0 or last):
                 save_state(state_path, model, ema, optimizer, step, cfg)
                 save_checkpoint(
                     out / "model.safetensors",
                     ema.state_dict(),
                     model_cfg,
                     normalization,
-                    {"step": step, "train_config": asdict(cfg), "samples_seen": step * cfg.batch_size * world},
+                    {
+                        "step": step,
+                        "train_config": asdict(cfg),
+                        "samples_seen": step * cfg.batch_size * world,
+                        "command": " ".join(sys.argv),
+                        "world_size": world,
+                        "device": str(device),
+                        "history": history,
+                    },  # fmt: skip
                 )
+            if out_of_time:
+                break
         bar.close()
         if world > 1:
             sums = replica_checksums(model, world)
@@ -289,6 +343,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     raise RuntimeError(f"the {world} replicas hold different weights: {sums}")
             dist.destroy_process_group()
     return out / "model.safetensors"
+
+
+def any_rank(flag: bool, world: int) -> bool:
+    """Is `flag` true on any rank? (All ranks agree, so they stop together.)"""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def all_finite(loss: torch.Tensor, world: int) -> bool:

@@ -1,0 +1,55 @@
+"""The shape a foreground mask alone implies (silhouette inflation), in torch.
+
+With `d` the Euclidean distance transform of the mask and r = max(d), each foreground pixel gets a
+half-thickness o = sqrt(1 − (1 − d/r)²) · r/f · depth (a round profile whose thickness on the
+medial axis equals the silhouette's half-width at that depth); layer 0 lies at depth − o and
+layer 1 at depth + o along the pixel's ray of a centred pinhole with focal length f (pixels).
+The evaluation's non-learned floor uses it as it is; models with `silhouette_prior` start from it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+CHUNK = 4096  # foreground pixels per distance computation (bounds memory at CHUNK × border pixels)
+
+
+def distance_to_background(foreground: torch.Tensor) -> torch.Tensor:
+    """Exact Euclidean distance (pixels) from each foreground pixel to the nearest background pixel,
+    0 on the background; a mask without background measures to the pixels just outside the frame.
+
+    foreground: [B, H, W] bool → [B, H, W] float32.
+    """
+    B, H, W = foreground.shape
+    device = foreground.device
+    out = torch.zeros(B, H, W, device=device)
+    background = F.pad(~foreground, (1, 1, 1, 1), value=True)  # the frame's outside counts only if nothing else does
+    for b in range(B):
+        fg = foreground[b]
+        if not fg.any():
+            continue
+        bg = background[b].clone()
+        if (~fg).any():
+            bg[0, :] = bg[-1, :] = bg[:, 0] = bg[:, -1] = False
+        # the nearest background pixel always has a foreground 4-neighbour: only those are candidates
+        near = F.max_pool2d(F.pad(fg, (1, 1, 1, 1)).float()[None, None], 3, 1, 1)[0, 0] > 0
+        border = torch.nonzero(bg & near).float() - 1  # [M, 2] in image coordinates
+        points = torch.nonzero(fg).float()  # [N, 2]
+        d = torch.cat([torch.cdist(chunk, border).amin(1) for chunk in points.split(CHUNK)])
+        out[b][fg] = d
+    return out
+
+
+def inflate(foreground: torch.Tensor, focal: float, depth: float, num_layers: int = 2) -> torch.Tensor:
+    """Camera-space points [B, L, H, W, 3] of the inflated silhouette: layer 0 the front, layer 1 the
+    back, further layers repeating layer 1 (no more crossings, as forward-filled targets are); zero
+    on the background. foreground: [B, H, W] bool; focal in pixels; depth of the silhouette's plane."""
+    B, H, W = foreground.shape
+    d = distance_to_background(foreground)
+    r = d.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]  # [B, 1, 1]
+    o = torch.sqrt((1 - (1 - d / r) ** 2).clamp(0, 1)) * r / focal * depth  # [B, H, W]
+    layers = torch.stack([depth - o] + [depth + o] * (num_layers - 1), 1)[:, :num_layers]  # [B, L, H, W]
+    v, u = torch.meshgrid(torch.arange(H, device=d.device) + 0.5, torch.arange(W, device=d.device) + 0.5, indexing="ij")
+    rays = torch.stack([(u - W / 2) / focal, (v - H / 2) / focal, torch.ones_like(u)], -1)  # [H, W, 3], z = 1
+    return layers[..., None] * rays * foreground[:, None, ..., None]
