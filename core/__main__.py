@@ -75,6 +75,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
 def output_file(text: str) -> Path:
     """argparse type: a file path to write (not an existing folder)."""
     path = Path(text)
@@ -87,15 +98,15 @@ def _trace(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .assets import default_checkpoint
+    from .geometry.edges import edge_filtered
     from .imageio import read_image
     from .inference import pick_device, trace_image
     from .model.loading import load_model
-    from .sampling import SampleConfig
 
     rgba = read_image(args.image)
     device = pick_device(args.device)
     model, normalization, card = load_model(args.checkpoint or default_checkpoint(), device)
-    cfg = SampleConfig(steps=args.steps, solver=args.solver)
+    cfg = card.sample_config(steps=args.steps, solver=args.solver)
     with tqdm(total=cfg.steps, desc="trace", unit="step") as bar:
         result = trace_image(
             model,
@@ -108,11 +119,30 @@ def _trace(args: argparse.Namespace) -> None:
             on_step=lambda step: bar.update(1),
             framing=card.scene_framing if args.mode == "scene" else None,
         )
+    traced = int(result.valid.sum())
+    result = edge_filtered(result, args.edge_filter)
     result.save(args.out)
+    kept = int(result.valid.sum())
     print(
         f"wrote {args.out}: {result.num_layers} layers at {result.width}×{result.height}, "
-        f"{int(result.valid.sum())} points, fx={result.intrinsics[0, 0]:.1f}px"
+        f"{kept} points ({traced - kept} dropped by the edge filter), fx={result.intrinsics[0, 0]:.1f}px"
     )
+
+
+def _solid(args: argparse.Namespace) -> None:
+    import time
+
+    from .export import mesh_format, write_mesh
+    from .geometry.solid import project_to_pixels, solid_mesh
+    from .layered import LayeredPointMap
+
+    mesh_format(args.out)  # an unknown suffix fails before the work
+    lpm = LayeredPointMap.load(args.trace)
+    t0 = time.perf_counter()
+    vertices, faces, layer = solid_mesh(lpm.points, lpm.valid, lpm.intrinsics, args.voxel_size, args.max_faces)
+    pixel, _ = project_to_pixels(vertices, lpm.intrinsics, lpm.height, lpm.width)
+    write_mesh(args.out, vertices, faces, layer, pixel, lpm.image, name="wt_solid")
+    print(f"wrote {args.out}: {len(faces):,} faces, {len(vertices):,} vertices in {time.perf_counter() - t0:.2f} s")
 
 
 def _bank(args: argparse.Namespace) -> None:
@@ -138,7 +168,9 @@ def _convert(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerateConfig
     from .data.recipe import FAMILIES
+    from .geometry.edges import BASE_REL_JUMP, DEFAULT_STRENGTH
     from .geometry.points import NORMALIZATIONS
+    from .geometry.solid import DIVISIONS, MAX_FACES
     from .model.wtdit import CONFIGS
     from .options import add_options
     from .train.flow import SCHEDULES
@@ -164,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--solver", choices=["euler", "heun"], default="euler")
     t.add_argument("--mode", choices=["object", "scene"], default="object")
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    t.add_argument(
+        "--edge-filter",
+        type=non_negative_float,
+        default=DEFAULT_STRENGTH,
+        metavar="S",
+        help="drop flying points between the surfaces of a depth edge: those more than "
+        f"{BASE_REL_JUMP:g}/S in relative depth from both neighbours they lie between (0: off; larger: stricter)",
+    )
     t.set_defaults(func=_trace)
 
     r = sub.add_parser("train", help="train WT-DiT on shards and/or the torch stream (runs under torchrun too)")
@@ -182,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--figure", help="also write a PNG of predictions against ground truth")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_eval)
+
+    s = sub.add_parser("solid", help="one watertight mesh (.ply or .obj) of the solid a trace encloses")
+    s.add_argument("trace", help="a `trace` .npz (layers 2k and 2k+1 are where each ray enters and leaves)")
+    s.add_argument("--out", required=True, type=output_file, help="output mesh: .ply (with wt_layer) or .obj")
+    s.add_argument(
+        "--voxel-size", type=float, help=f"voxel edge, in scene units (default: bounding-box diagonal / {DIVISIONS})"
+    )
+    s.add_argument(
+        "--max-faces", type=positive_int, default=MAX_FACES, help="coarser voxels until the mesh has at most this many"
+    )
+    s.set_defaults(func=_solid)
 
     b = sub.add_parser("bank", help="export random Blender object meshes for the torch stream")
     b.add_argument("--out", required=True, help="output .npz")

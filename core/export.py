@@ -4,20 +4,24 @@ Coordinates are written as they are, in OpenCV camera space (x right, y down, z 
 importers keep them in the mesh data: the PLY importer's default axes (forward Y, up Z) are the
 identity, the OBJ importer's (forward −Z, up Y) become the object's rotation (+90° about X).
 Every vertex carries its layer and pixel (row·W + col) where the format allows: PLY properties
-`wt_layer` and `wt_pixel` (int32), OBJ object names `wt_layer_<k>`. All writes are atomic.
+`wt_layer` and `wt_pixel` (int32), OBJ object names `wt_layer_<k>` (one object per layer; a mesh
+of several layers, such as a solid, is one object of its own name). All writes are atomic.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
 from .atomic import write_atomic
-from .geometry.meshing import GridMesh, layered_to_meshes
+from .geometry.meshing import GridMesh, layered_to_meshes, pixels_to_uvs
 from .layered import LayeredPointMap
 
 _PLY_TYPES = {"f4": "float", "u1": "uchar", "i4": "int"}
+_OBJ_HEADER = "# World Tracing, OpenCV camera space (x right, y down, z forward)\n"
+MESH_SUFFIXES = (".ply", ".obj")
 
 
 def ply_vertex_table(
@@ -98,27 +102,65 @@ def _format_rows(line: str, values: np.ndarray) -> str:
     return (line * len(values)) % tuple(values.ravel().tolist())
 
 
-def mesh_to_obj_text(mesh: GridMesh, colors: np.ndarray, offset: int = 0) -> str:
-    """OBJ object `wt_layer_<k>`: `v x y z r g b` (colours in [0, 1]), `vt u v` and `f v/vt` lines.
+def obj_object_text(
+    name: str, vertices: np.ndarray, colors: np.ndarray, uvs: np.ndarray, faces: np.ndarray, offset: int = 0
+) -> str:
+    """OBJ object `name`: `v x y z r g b` (colours in [0, 1]), `vt u v` and `f v/vt` lines.
 
-    colors: (V, 3) uint8; `offset` is the number of vertices written before (OBJ indices are
-    1-based and global to the file; each vertex has the vt of the same index).
+    vertices: (V, 3); colors: (V, 3) uint8; uvs: (V, 2); faces: (F, 3) indices into `vertices`.
+    `offset` is the number of vertices written before (OBJ indices are 1-based and global to the file;
+    each vertex has the vt of the same index).
     """
-    v = np.concatenate([mesh.vertices, colors / 255.0], axis=1)
-    f = np.repeat(mesh.faces.astype(np.int64) + offset + 1, 2, axis=1)  # (F, 6): v/vt pairs
+    v = np.concatenate([vertices, colors / 255.0], axis=1)
+    f = np.repeat(faces.astype(np.int64) + offset + 1, 2, axis=1)  # (F, 6): v/vt pairs
     return (
-        f"o wt_layer_{mesh.layer}\n"
+        f"o {name}\n"
         + _format_rows("v %.7g %.7g %.7g %.4g %.4g %.4g\n", v)
-        + _format_rows("vt %.7g %.7g\n", mesh.uvs)
+        + _format_rows("vt %.7g %.7g\n", uvs)
         + _format_rows("f %d/%d %d/%d %d/%d\n", f)
     )
 
 
+def mesh_to_obj_text(mesh: GridMesh, colors: np.ndarray, offset: int = 0) -> str:
+    """OBJ object `wt_layer_<k>` of one `GridMesh` (see `obj_object_text`); colors: (V, 3) uint8."""
+    return obj_object_text(f"wt_layer_{mesh.layer}", mesh.vertices, colors, mesh.uvs, mesh.faces, offset)
+
+
 def export_meshes_obj(lpm: LayeredPointMap, path: str | os.PathLike, max_rel_jump: float = 0.05) -> None:
     """Write one OBJ object per layer of `lpm` (see `layer_to_grid_mesh` and `mesh_to_obj_text`)."""
-    parts = ["# World Tracing, OpenCV camera space (x right, y down, z forward)\n"]
+    parts = [_OBJ_HEADER]
     offset = 0
     for mesh in layered_to_meshes(lpm, max_rel_jump):
         parts.append(mesh_to_obj_text(mesh, lpm.image.reshape(-1, 3)[mesh.pixels], offset))
         offset += len(mesh.vertices)
     write_atomic(path, lambda f: f.write("".join(parts).encode("ascii")))
+
+
+def mesh_format(path: str | os.PathLike) -> str:
+    """The format of `path` from its suffix: "ply" or "obj"; raises ValueError for any other."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise ValueError(f"{path}: unknown mesh format {suffix or '(no suffix)'!r}; use {' or '.join(MESH_SUFFIXES)}")
+    return suffix[1:]
+
+
+def write_mesh(
+    path: str | os.PathLike,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    layer: np.ndarray,
+    pixel: np.ndarray,
+    image: np.ndarray,
+    name: str = "wt_mesh",
+) -> None:
+    """One mesh as PLY (vertex x y z s t red green blue wt_layer wt_pixel) or OBJ (object `name`), by suffix.
+
+    vertices: (V, 3); faces: (F, 3); layer: (V,) int (PLY only); pixel: (V,) row·W + col, the pixel whose
+    colour in image (H, W, 3) uint8 and UV (see `pixels_to_uvs`) each vertex takes.
+    """
+    colors, uvs = image.reshape(-1, 3)[pixel], pixels_to_uvs(pixel, *image.shape[:2])
+    if mesh_format(path) == "ply":
+        write_ply(path, ply_vertex_table(vertices, colors, layer, pixel, uvs), faces)
+    else:
+        text = _OBJ_HEADER + obj_object_text(name, vertices, colors, uvs, faces)
+        write_atomic(path, lambda f: f.write(text.encode("ascii")))

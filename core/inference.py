@@ -51,14 +51,13 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def model_callable(model: WTDiT, foreground: torch.Tensor | None = None) -> Callable:
     """The model as the sampler calls it: bf16 autocast on CUDA, float32 elsewhere, no gradients;
-    models that start from the silhouette get `foreground` [B, H, W]."""
+    `foreground` [B, H, W] goes to the model (our configs' silhouette prior and refinement use it)."""
     device = next(model.parameters()).device
-    mask = foreground if getattr(model.cfg, "silhouette_prior", False) else None
 
     def run(x: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
-            return (model(x, t, image) if mask is None else model(x, t, image, mask)).float()
+            return model(x, t, image, foreground).float()
 
     return run
 
@@ -92,7 +91,7 @@ def predict(
     L = model.cfg.num_layers
     generator = [torch.Generator(device).manual_seed(seed + k) for k in range(B)]
     image, foreground = image.to(device), foreground.to(device)
-    noise = initial_noise(B, 1, L, H, W, generator=generator, device=device)
+    noise = initial_noise(B, 1, L, H, W, cfg, generator, device)
     valid_in = foreground[:, None].expand(B, L, H, W)
     x = noise
     for step in sample_steps(model_callable(model, foreground), image, noise, cfg, valid=valid_in, generator=generator):

@@ -56,7 +56,7 @@ def add_options(
             else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         required = default is None and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        text = comments.get(f.name, "")
+        text = comments.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         text += " (required)" if required else ("" if default is None else f" (default: {default})")
         if choices and f.name in choices:
             kwargs["choices"] = list(choices[f.name])

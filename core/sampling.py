@@ -21,13 +21,15 @@ class SampleConfig:
     solver: str = "euler"  # "euler" or "heun" (second order, two model calls per step but the last)
     t_min: float = 0.05  # clamp of t in the velocity's denominator
     shift: float = 1.0  # time shift t' = s·t / (1 + (s - 1)·t); 1 = uniform grid
-    frame_correlation: float = 0.0  # correlation of the initial noise across frames (dynamic model: 0.5)
+    frame_correlation: float = 0.0  # ρ of the initial noise across frames (a model's: ModelCard.sample_config)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.solver not in ("euler", "heun"):
             raise ValueError(f"solver must be 'euler' or 'heun', got {self.solver!r}")
+        if not 0.0 <= self.frame_correlation <= 1.0:
+            raise ValueError(f"frame_correlation must be in [0, 1], got {self.frame_correlation}")
 
 
 DEFAULT_SAMPLING = SampleConfig()  # 20 Euler steps (the released sampler's default)
@@ -59,19 +61,20 @@ def initial_noise(
     layers: int,
     height: int,
     width: int,
-    correlation: float = 0.0,
+    cfg: SampleConfig = DEFAULT_SAMPLING,
     generator: Generators = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """N(0, 1) noise [B, V, H, W, 3] (V = frames·layers) drawn in the released models' order.
+    """The sampler's N(0, 1) start x_T [B, V, H, W, 3] (V = frames·layers) drawn in the released models' order.
 
-    Independent frames draw randn(B, 3, V, H, W); correlated frames draw shared [B, 1, Q, 3] then
-    independent [B, T, Q, 3] noise (Q = L·H·W) mixed as √ρ·shared + √(1-ρ)·indep. With one
-    generator per sample, sample k is what a batch of one would draw from generator k.
+    Independent frames draw randn(B, 3, V, H, W); frames correlated by ρ = cfg.frame_correlation draw
+    shared [B, 1, Q, 3] then independent [B, T, Q, 3] noise (Q = L·H·W) mixed as √ρ·shared + √(1-ρ)·indep
+    (SPEC §16.3). With one generator per sample, sample k is what a batch of one would draw from generator k.
     """
     if isinstance(generator, Sequence):
-        return torch.cat([initial_noise(1, frames, layers, height, width, correlation, g, device) for g in generator])
+        return torch.cat([initial_noise(1, frames, layers, height, width, cfg, g, device) for g in generator])
     V = frames * layers
+    correlation = cfg.frame_correlation
     if correlation == 0.0 or frames == 1:
         noise = torch.randn(batch, 3, V, height, width, generator=generator, device=device)
         return noise.permute(0, 2, 3, 4, 1)  # [B, V, H, W, 3]

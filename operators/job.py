@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.sampling import SampleConfig
-
 
 @dataclass
 class TraceRequest:
@@ -158,7 +156,7 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
     model, normalization, card = load_model_cached(request.checkpoint, request.device)
     if cancel.is_set():
         raise Cancelled()
-    cfg = SampleConfig(steps=request.steps)
+    cfg = card.sample_config(steps=request.steps)
     progress.total, progress.started, progress.stage = cfg.steps, time.monotonic(), "sampling"
 
     def on_step(step) -> None:

@@ -17,6 +17,7 @@ import bpy
 import numpy as np
 
 from ..core.geometry.camera import blender_camera_to_intrinsics, intrinsics_to_blender_camera
+from ..core.geometry.edges import DEFAULT_STRENGTH, edge_filtered
 from ..core.geometry.meshing import layer_to_grid_mesh
 from ..core.layered import LAYER_COLOURS, LayeredPointMap
 
@@ -32,6 +33,7 @@ class BuildOptions:
     layers: tuple[int, ...] | None = None  # layers to build (None: all)
     max_rel_jump: float = 0.05  # meshes: cut triangles whose depth ratio exceeds 1 + this
     point_size: float = 1.0  # points: radius in pixel footprints (1 = each point covers its whole pixel)
+    edge_filter: float = DEFAULT_STRENGTH  # points and meshes: drop flying points at depth edges (0: off)
 
 
 def opencv_to_world(points: np.ndarray) -> np.ndarray:
@@ -297,9 +299,12 @@ def build_result(
     """Create the result collection `name` (a new name: see `result_name`), or rebuild `replace` in place
     (same name and result id: Resample, sample flips).
 
-    A replaced result is only removed once the new one is complete; if building fails, what was
-    created is removed and the error propagates, so nothing half-built is left.
+    Points and meshes are built from `lpm` less its flying points (`edge_filtered` at options.edge_filter;
+    a mesh loses their faces). A replaced result is only removed once the new one is complete; if building
+    fails, what was created is removed and the error propagates, so nothing half-built is left.
     """
+    # without its extras: the other samples are not built, so not filtered either
+    lpm = edge_filtered(LayeredPointMap(lpm.points, lpm.valid, lpm.intrinsics, lpm.image), options.edge_filter)
     previous = replace
     if previous is not None:
         name = previous.name

@@ -103,6 +103,37 @@ def random_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+def plane_points(depth, focal: float = 10.0):
+    """(H, W, 3) float32 points at per-pixel `depth` (H, W) along pinhole rays through pixel centres
+    (focal length `focal` px, principal point at the image centre)."""
+    import numpy as np
+
+    H, W = depth.shape
+    v, u = np.mgrid[0:H, 0:W] + 0.5
+    rays = np.stack([(u - W / 2) / focal, (v - H / 2) / focal, np.ones((H, W))], axis=-1)
+    return (rays * depth[..., None]).astype(np.float32)
+
+
+FRONT, BACK, RAMP = 1.0, 3.0, (1.5, 2.0, 2.5)  # the depths of `step_edge_map`
+
+
+def step_edge_map(block: int = 1):
+    """A one-layer map of a depth edge, 8×16 pixels each repeated block×block (a nearest-neighbour upsample):
+    a front plane at z = FRONT over the left 6 columns, a back plane at z = BACK over the right 7, and between
+    them the columns of depths RAMP a bilinear resampling makes there (flying pixels)."""
+    import numpy as np
+
+    from core.layered import LayeredPointMap
+
+    depth = np.repeat(np.array([FRONT] * 6 + list(RAMP) + [BACK] * 7)[None], 8, axis=0)
+    depth = np.repeat(np.repeat(depth, block, axis=0), block, axis=1)
+    H, W = depth.shape
+    focal = 10.0 * block
+    K = np.array([[focal, 0, W / 2], [0, focal, H / 2], [0, 0, 1]], np.float32)
+    image = np.full((H, W, 3), 128, np.uint8)
+    return LayeredPointMap(plane_points(depth, focal)[None], np.ones((1, H, W), bool), K, image)
+
+
 def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: int = 0, shard_size: int = 4) -> Path:
     """Shards of analytic spheres (enter and exit crossings per ray), shaded by their normals."""
     import numpy as np

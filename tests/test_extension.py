@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DATA, MODULE, ROOT, SAMPLE, datablock_counts, result_collection, trace
+from conftest import BACK, DATA, FRONT, MODULE, ROOT, SAMPLE, datablock_counts, result_collection, step_edge_map, trace
 from PIL import Image
 
 
@@ -139,6 +139,7 @@ def test_image_view_render_reproduces_the_image(bpy_ext, tmp_path):
     bpy = bpy_ext
     settings = bpy.context.scene.world_tracing
     settings.output, settings.layers = "POINTS", 1
+    settings.edge_filter = 0.0  # the random model's depths are noise, which the filter would thin out into holes
     trace(bpy)
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
@@ -275,6 +276,8 @@ def layer0_points(collection) -> np.ndarray:
 
 def test_samples_can_be_flipped_and_kept(bpy_ext):
     """With two samples the result flips between them in place, back again exactly, and one can be kept."""
+    from core.geometry.edges import edge_filter
+
     bpy = bpy_ext
     settings = bpy.context.scene.world_tracing
     settings.samples = 2
@@ -290,8 +293,46 @@ def test_samples_can_be_flipped_and_kept(bpy_ext):
     assert bpy.ops.world_tracing.show_sample(index=1) == {"FINISHED"}
     assert bpy.ops.world_tracing.keep_sample() == {"FINISHED"}
     kept = sys.modules[f"{MODULE}.operators.state"].samples[result_collection(bpy)["wt_result_id"]]
-    assert "samples_points" not in kept.extras and kept.valid[0].sum() * 3 == len(second)
+    assert "samples_points" not in kept.extras
+    assert edge_filter(kept.points, kept.valid)[0].sum() * 3 == len(second)  # the sample shown, filtered as built
     assert not bpy.ops.world_tracing.show_sample.poll()
+
+
+def test_edge_filter_drops_flying_points_from_points_and_meshes(bpy_ext):
+    """The panel's Edge Filter (on by default) reaches the scene builder: the flying points of a depth edge
+    leave the point cloud, and the mesh loses them with the faces the depth-jump cut had left (a curtain
+    between the surfaces); every point left still carries wt_layer and wt_pixel."""
+    from core.geometry.edges import edge_filter
+
+    bpy = bpy_ext
+    scene_mod, trace_mod = (sys.modules[f"{MODULE}.operators.{name}"] for name in ("scene", "trace"))
+    settings = bpy.context.scene.world_tracing
+    assert settings.edge_filter == 1.0
+    settings.max_rel_jump = 1.0  # the cut alone keeps the ramp's triangles (depth ratios up to 1.5)
+    lpm = step_edge_map()
+    built = {}
+    for strength in (0.0, 1.0):
+        settings.edge_filter = strength
+        options = trace_mod.build_options(settings)
+        collection = scene_mod.build_result(bpy.context.scene, lpm, scene_mod.result_name("edge"), options)
+        geometry = [o for o in collection.objects if o.type == "MESH"]
+        pixels = []
+        for obj in geometry:
+            n = len(obj.data.vertices)
+            layer, pixel = np.empty(n, np.int32), np.empty(n, np.int32)
+            obj.data.attributes["wt_layer"].data.foreach_get("value", layer)
+            obj.data.attributes["wt_pixel"].data.foreach_get("value", pixel)
+            assert (layer == 0).all()
+            pixels.append(np.sort(pixel))
+        np.testing.assert_array_equal(pixels[0], pixels[1])  # points and mesh: the same pixels
+        faces = sum(len(o.data.polygons) for o in geometry)
+        built[strength] = pixels[0], faces
+    (all_pixels, curtain), (kept, faces) = built[0.0], built[1.0]
+    np.testing.assert_array_equal(all_pixels, np.flatnonzero(lpm.valid[0]))
+    np.testing.assert_array_equal(kept, np.flatnonzero(edge_filter(lpm.points, lpm.valid)[0]))
+    z = lpm.points[0, ..., 2].ravel()[kept]
+    assert len(kept) < len(all_pixels) and not ((z > FRONT + 0.01) & (z < BACK - 0.01)).any()
+    assert 0 < faces < curtain
 
 
 def test_a_packed_blender_image_traces_and_is_never_deleted(bpy_ext):

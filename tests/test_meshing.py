@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import plane_points
 
 from core.export import (
     export_meshes_obj,
@@ -16,14 +17,6 @@ from core.geometry.meshing import layer_to_grid_mesh, layered_to_meshes
 from core.layered import LayeredPointMap
 
 PLY_TYPES = {"float": "<f4", "uchar": "u1", "int": "<i4"}
-
-
-def plane_points(depth: np.ndarray, focal: float = 10.0) -> np.ndarray:
-    """(H, W, 3) float32 points at per-pixel `depth` (H, W) along pinhole rays through pixel centres."""
-    H, W = depth.shape
-    v, u = np.mgrid[0:H, 0:W] + 0.5
-    rays = np.stack([(u - W / 2) / focal, (v - H / 2) / focal, np.ones((H, W))], axis=-1)
-    return (rays * depth[..., None]).astype(np.float32)
 
 
 def two_layer_map(H: int = 5, W: int = 7) -> LayeredPointMap:

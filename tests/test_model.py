@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,9 +11,16 @@ from safetensors.torch import load_file
 
 from core.model.cost import count_parameters
 from core.model.encoder import EncoderConfig
-from core.model.official import infer_config, load_official, official_to_ours, ours_to_official
+from core.model.loading import describe_model, make_card
+from core.model.official import (
+    infer_config,
+    load_official,
+    official_to_ours,
+    ours_to_official,
+    release_normalization,
+)
 from core.model.wtdit import WTDiT, WTDiTConfig, build_config
-from core.sampling import SampleConfig, sample_steps
+from core.sampling import initial_noise, sample_steps
 
 VARIANTS = ["tiny", "tiny_filmadaln", "tiny_temporal"]
 
@@ -64,11 +72,23 @@ def test_forward_reproduces_the_reference_velocity(reference):
     assert (-x0 - io["output/raw_head_out_unpatchified"].reshape(shape)).abs().max() <= 1e-4
 
 
-def test_sampler_reproduces_the_reference_runs(reference):
-    """Four Euler steps from the reference noise match every intermediate state, with and without a mask."""
+def test_sampler_reproduces_the_reference_runs(reference, interop):
+    """Sampled as the file's card says (tiny_temporal, an r76 shape: frames correlated by the reference's
+    ρ = 0.5) from the reference seed, the run starts from the reference noise bit for bit and four Euler
+    steps match every intermediate state; the masked run (from its stored noise) matches too."""
     name, model, normalization, io, image, shape = reference
-    noise = io["sampler/x_T"].permute(0, 2, 3, 4, 1)
-    steps = list(sample_steps(model, image, noise, SampleConfig(steps=4)))
+    cfg = describe_model(interop / f"{name}_state_dict.safetensors").sample_config(steps=4)
+    reference_sampler = json.loads((interop / f"{name}_config.json").read_text())["sampler"]
+    assert cfg.frame_correlation == reference_sampler["noise_time_corr"]
+    B, V, S = shape[:3]
+    L = model.cfg.num_layers
+
+    def run(cfg):  # the noise (seed 7, as the reference's) and the sampler's steps from it
+        noise = initial_noise(B, V // L, L, S, S, cfg, torch.Generator().manual_seed(7))
+        return noise, list(sample_steps(model, image, noise, cfg))
+
+    noise, steps = run(cfg)
+    assert torch.equal(noise, io["sampler/x_T"].permute(0, 2, 3, 4, 1))
     scale = io["sampler/x0"].abs().max()
     for k in (1, 2, 3):
         assert (steps[k - 1].x - io[f"sampler/x_after_step_{k}"]).abs().max() / scale < 1e-5
@@ -78,8 +98,25 @@ def test_sampler_reproduces_the_reference_runs(reference):
     valid = io["sampler_masked/valid_mask"]
     draws = [d.reshape(shape) for d in io["sampler_masked/fill_noise_draws"]]
     noise = io["sampler_masked/x_T"].permute(0, 2, 3, 4, 1)
-    final = list(sample_steps(model, image, noise, SampleConfig(steps=4), valid=valid, fill_draws=draws))[-1].x
+    final = list(sample_steps(model, image, noise, cfg, valid=valid, fill_draws=draws))[-1].x
     assert (final - io["sampler_masked/x0"]).abs().max() / io["sampler_masked/x0"].abs().max() < 1e-5
+    if cfg.frame_correlation:  # the same seed with independent frames starts and ends elsewhere
+        _, iid = run(replace(cfg, frame_correlation=0.0))
+        assert (iid[-1].x - io["sampler/x0"]).abs().max() / scale > 1e-2
+
+
+@pytest.mark.parametrize("name", ["r75b", "r69l", "r76"])
+def test_release_cards_sample_with_the_released_frame_correlation(interop, name):
+    """A release's card gives its sampler the frame correlation of the official inference settings
+    (release_configs.json: r76 0.5, none for the single-image releases), also once converted to our
+    format; our own checkpoints, trained on independent noise, get none."""
+    settings = json.loads((interop / "release_configs.json").read_text())[name]["inference_kwargs"]
+    cfg = build_config(name)
+    normalization = release_normalization(name, cfg)
+    rho = settings.get("noise_time_corr", 0.0)
+    assert make_card(cfg, normalization, name, name).sample_config(steps=3).frame_correlation == rho
+    assert make_card(cfg, normalization, name, "ours", {"release": name}).sample_config().frame_correlation == rho
+    assert make_card(cfg, normalization, name, "ours").sample_config().frame_correlation == 0.0
 
 
 def test_key_mapping_round_trips_and_infers_the_config(interop):

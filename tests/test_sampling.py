@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core.geometry.points import PointNormalization
+from core.model.official import FRAME_CORRELATION
 from core.sampling import SampleConfig, fill_noise, initial_noise, sample_steps, time_grid
 from core.train.flow import LOW_NOISE_MEAN, flow_loss, sample_timesteps
 
@@ -77,11 +78,24 @@ def test_per_sample_generators_make_samples_independent_of_batching():
     torch.testing.assert_close(fill_noise(batch, gens([5, 6, 7]))[2:], fill_noise(alone, gens([7])))
 
 
-def test_correlated_frame_noise_has_unit_variance_and_the_asked_correlation():
-    """Dynamic-model noise: N(0, 1) marginals, correlation ρ between frames."""
-    n = initial_noise(4, 2, 1, 64, 64, correlation=0.5, generator=torch.Generator().manual_seed(0))
-    a, b = n[:, 0].flatten(), n[:, 1].flatten()
-    assert abs(a.std() - 1) < 0.02 and abs(torch.corrcoef(torch.stack([a, b]))[0, 1] - 0.5) < 0.02
+@pytest.mark.parametrize("rho", [pytest.param(FRAME_CORRELATION["r76"], id="r76"), pytest.param(0.0, id="iid")])
+def test_frame_noise_has_unit_variance_and_the_configured_correlation(rho):
+    """x_T of 3 frames × 2 layers drawn with SampleConfig(frame_correlation=ρ): N(0, 1) per frame, every
+    pair of frames correlated by ρ (independent for 0), the layers of one frame independent."""
+    n = initial_noise(4, 3, 2, 48, 48, SampleConfig(frame_correlation=rho), torch.Generator().manual_seed(0))
+    per_layer = n.reshape(4, 3, 2, -1).transpose(0, 1)  # [T, B, L, H·W·3]
+    frames = per_layer.reshape(3, -1)
+    corr = torch.corrcoef(frames)
+    assert torch.all((frames.std(dim=1) - 1).abs() < 0.02)
+    assert torch.all((corr[~torch.eye(3, dtype=bool)] - rho).abs() < 0.02)
+    layers = per_layer[0].transpose(0, 1).reshape(2, -1)
+    assert abs(torch.corrcoef(layers)[0, 1]) < 0.02
+
+
+def test_frame_correlation_must_be_a_correlation():
+    """ρ outside [0, 1] would mix the noise with imaginary weights: refused."""
+    with pytest.raises(ValueError, match="frame_correlation"):
+        SampleConfig(frame_correlation=1.5)
 
 
 @pytest.mark.parametrize("schedule", ["mixed", "per_layer", "shared_mixture", "logit_normal"])

@@ -13,6 +13,7 @@ import torch
 from conftest import DATA, ROOT, small_config
 from PIL import Image
 
+from core.geometry.edges import edge_filter
 from core.geometry.points import PointNormalization
 from core.imageio import prepare_image, read_image
 from core.inference import trace_image
@@ -31,7 +32,8 @@ def run_trace(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tmp_path):
-    """points (L,H,W,3) float32, valid (L,H,W), intrinsics (3,3) and the input image, at the input's H×W."""
+    """points (L,H,W,3) float32, valid (L,H,W), intrinsics (3,3) and the input image, at the input's H×W.
+    (The edge filter is off: the random model's depths are noise, which it would thin out.)"""
     out = tmp_path / "out.npz"
     result = run_trace(
         str(DATA / "object_rgba.png"),
@@ -45,6 +47,8 @@ def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tm
         "2",
         "--device",
         "cpu",
+        "--edge-filter",
+        "0",
     )
     assert result.returncode == 0, result.stderr
     lpm = LayeredPointMap.load(out)
@@ -63,6 +67,28 @@ def test_trace_writes_the_contract_at_the_input_resolution(random_checkpoint, tm
     rows, cols = np.nonzero(lpm.valid[0])
     np.testing.assert_allclose(p[:, 0] / p[:, 2] * K[0, 0] + K[0, 2], cols + 0.5, atol=1e-3)
     np.testing.assert_allclose(p[:, 1] / p[:, 2] * K[1, 1] + K[1, 2], rows + 0.5, atol=1e-3)
+
+
+def test_the_edge_filter_is_on_by_default_and_keeps_a_subset(random_checkpoint, tmp_path):
+    """By default `trace` drops flying points: its valid set (and each sample's) is a strict subset of
+    `--edge-filter 0`'s, exactly `edge_filter` of it, with the same points where kept and zeros elsewhere."""
+    maps = {}
+    for extra in ([], ["--edge-filter", "0"]):
+        out = tmp_path / f"trace{len(extra)}.npz"
+        args = ["--checkpoint", str(random_checkpoint), "--steps", "2", "--samples", "2", "--device", "cpu", *extra]
+        result = run_trace(str(DATA / "object_rgba.png"), "--out", str(out), *args)
+        assert result.returncode == 0, result.stderr
+        maps[bool(extra)] = LayeredPointMap.load(out)  # the contract's keys, dtypes and ranks
+    on, off = maps[False], maps[True]
+    assert on.points.dtype == np.float32 and on.points.shape == off.points.shape and on.valid.dtype == bool
+    np.testing.assert_array_equal(on.image, off.image)
+    np.testing.assert_array_equal(on.intrinsics, off.intrinsics)
+    assert on.valid.sum() < off.valid.sum() and not (on.valid & ~off.valid).any()
+    np.testing.assert_array_equal(on.valid, edge_filter(off.points, off.valid))
+    np.testing.assert_array_equal(on.points, off.points * on.valid[..., None])
+    np.testing.assert_array_equal(on.extras["samples_points"][0], on.points)
+    samples_valid = edge_filter(off.extras["samples_points"], off.extras["samples_valid"])
+    np.testing.assert_array_equal(on.extras["samples_valid"], samples_valid)
 
 
 def png_claiming(path, width: int, height: int):
@@ -89,6 +115,7 @@ def test_bad_arguments_exit_with_one_clear_line(random_checkpoint, tmp_path):
         ([image, "--samples", "0"], "--samples"),
         ([image, "--samples", "-1"], "--samples"),
         ([image, "--steps", "0"], "--steps"),
+        ([image, "--edge-filter", "-1"], "--edge-filter"),
     ]
     for args, message in cases:
         out = tmp_path / "out.npz"

@@ -114,7 +114,30 @@ def test_warm_start_adds_the_silhouette_prior_and_keeps_the_record(shards, tmp_p
     assert "warm start from" in result.stdout
     _, _, info = load_checkpoint(tmp_path / "second" / "model.safetensors")
     assert 0 < info["step"] < 1000000 and info["history"][-1]["checkpoint"] == str(first)
-    assert "--init" in info["command"] and info["train_config"]["model_overrides"]["silhouette_prior"]
+    assert info["command"].startswith("python -m core train --data") and "--init" in info["command"]
+    assert info["train_config"]["model_overrides"]["silhouette_prior"]
+    assert info["data"]["samples"] == 16 and str(shards[0]) in info["data"]["folders"]
+    assert 0 < info["wall_time_s"] < 600 and "CPU" in info["hardware"]
+
+
+def test_refinement_head_starts_as_identity_and_learns(shards):
+    """A model that gains the full-resolution refinement head predicts exactly what it did without it
+    until the head's last convolution moves; that convolution gets gradients from the loss."""
+    from core.train.flow import flow_loss
+
+    torch.manual_seed(0)
+    plain = WTDiT(dataclasses.replace(small_config(), silhouette_prior=True))
+    refined = WTDiT(dataclasses.replace(small_config(), silhouette_prior=True, refine_width=8))
+    refined.load_state_dict(plain.state_dict(), strict=False)
+    b = validation_batch(shards)
+    x, t = torch.randn(2, 4, 32, 32, 3), torch.rand(2)
+    with torch.no_grad():
+        assert torch.equal(refined(x, t, b["image"], b["foreground"]), plain(x, t, b["image"], b["foreground"]))
+    loss, _ = flow_loss(
+        refined, {k: v[:, :4] if k in ("points", "valid") else v for k, v in b.items()}, PointNormalization("zscore")
+    )
+    loss.backward()
+    assert refined.refine.out.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.slow
@@ -190,3 +213,20 @@ def test_a_loss_that_is_not_finite_on_one_rank_stops_every_rank(tmp_path):
     result = run_python([str(script), str(tmp_path)], processes=2, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["False", "False"]
+
+
+def test_prior_placement_is_the_scale_and_z_shift_evaluation_ignores(shards):
+    """The placement moves the prior only by a scale about the camera and a shift along z, the two
+    things the evaluation aligns away: placed back by the alignment it is the unplaced prior."""
+    from core.geometry.alignment import align_points_scale_z_shift, apply_scale_z_shift
+
+    model = WTDiT(dataclasses.replace(small_config(), silhouette_prior=True))
+    fg = validation_batch(shards)["foreground"][:1]
+    normalization = PointNormalization("zscore")
+    plain = normalization.denormalize(model.silhouette(fg))[0].numpy()  # [L, H, W, 3]
+    placed = normalization.denormalize(model.silhouette(fg, torch.tensor([[0.4, -0.7]])))[0].numpy()
+    m = fg[0].numpy()
+    assert abs(placed[0][m][:, 2].mean() - plain[0][m][:, 2].mean()) > 0.1  # it did move
+    scale, shift = align_points_scale_z_shift(placed[0][m], plain[0][m])
+    assert abs(scale - torch.tensor(-0.4).exp().item()) < 1e-4
+    assert abs(apply_scale_z_shift(placed, scale, shift)[:, m] - plain[:, m]).max() < 1e-4

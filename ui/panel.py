@@ -38,6 +38,7 @@ class WT_PT_trace(bpy.types.Panel):
         col.use_property_split = True
         col.prop(settings, "output")
         col.prop(settings, "layers")
+        col.prop(settings, "edge_filter")
         if settings.output != "POINTS":
             col.prop(settings, "max_rel_jump")
         if settings.output != "MESHES":

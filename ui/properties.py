@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 
-from ..operators.scene import match_render, result_layers
+from ..operators.scene import BuildOptions, match_render, result_layers
 from ..preferences import preferences
 
 MAX_LAYERS = 8
@@ -71,6 +71,14 @@ class WT_Settings(bpy.types.PropertyGroup):
         max=2.0,
         precision=3,
         description="Meshes: cut triangles whose far/near depth ratio exceeds 1 + this",
+    )
+    edge_filter: FloatProperty(
+        name="Edge Filter",
+        default=BuildOptions.edge_filter,
+        min=0.0,
+        soft_max=4.0,
+        description="Drop flying points, those hanging between the near and far surface of a depth edge, "
+        "from points and meshes (0: off, 1: default, higher: stricter, smaller depth gaps count)",
     )
     point_size: FloatProperty(
         name="Point Size",

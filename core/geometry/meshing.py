@@ -59,11 +59,20 @@ def pixels_to_uvs(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([(col + 0.5) / width, 1.0 - (row + 0.5) / height], axis=-1).astype(np.float32)
 
 
+def on_one_surface(z_near: np.ndarray, z_far: np.ndarray, max_rel_jump: float) -> np.ndarray:
+    """The depth-jump test: do depths z_near ≤ z_far lie on one surface (no occlusion edge between them)?
+
+    True where z_near > 0 (in front of the camera) and z_far / z_near − 1 ≤ max_rel_jump. Arrays of any
+    one (broadcastable) shape; returns bool of that shape.
+    """
+    return (z_near > 0) & (z_far <= (1.0 + max_rel_jump) * z_near)
+
+
 def layer_to_grid_mesh(points: np.ndarray, valid: np.ndarray, layer: int = 0, max_rel_jump: float = 0.05) -> GridMesh:
     """Mesh one layer: a vertex per valid pixel, two triangles per 2×2 quad (see `grid_triangles`).
 
-    A triangle is kept when its three pixels are valid, in front of the camera (z > 0) and
-    max z / min z − 1 ≤ max_rel_jump over its corners. points: (H, W, 3); valid: (H, W) bool.
+    A triangle is kept when its three pixels are valid and its nearest and farthest corner depths lie on
+    one surface (see `on_one_surface`). points: (H, W, 3); valid: (H, W) bool.
     """
     H, W = valid.shape
     pixels = np.flatnonzero(valid)
@@ -71,8 +80,7 @@ def layer_to_grid_mesh(points: np.ndarray, valid: np.ndarray, layer: int = 0, ma
     index[pixels] = np.arange(len(pixels))
     tris = grid_triangles(H, W)
     z = points[..., 2].reshape(-1)[tris]  # (T, 3)
-    z_min, z_max = z.min(axis=1), z.max(axis=1)
-    keep = valid.reshape(-1)[tris].all(axis=1) & (z_min > 0) & (z_max <= (1.0 + max_rel_jump) * z_min)
+    keep = valid.reshape(-1)[tris].all(axis=1) & on_one_surface(z.min(axis=1), z.max(axis=1), max_rel_jump)
     return GridMesh(
         vertices=points.reshape(-1, 3)[pixels].astype(np.float32),
         faces=index[tris[keep]].astype(np.int32),

@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..geometry.points import PointNormalization
+from ..sampling import SampleConfig
 from .checkpoint import load_checkpoint, ours_metadata, read_header
 from .cost import count_flops, count_parameters
-from .official import load_official, read_release, release_config, release_normalization
+from .official import load_official, read_release, release_config, release_frame_correlation, release_normalization
 from .wtdit import WTDiT, WTDiTConfig
 
 
@@ -32,7 +34,12 @@ class ModelCard:
     parameters: int
     forward_flops: int  # one forward of one sample
     scene_framing: str | None  # how scene mode frames an image (None: letterbox; the releases "stretch" it)
+    frame_correlation: float  # ρ of the initial noise across frames its sampler draws (0: independent)
     info: dict = field(default_factory=dict)  # ours: the file's info metadata (e.g. the training record)
+
+    def sample_config(self, **settings: Any) -> SampleConfig:
+        """The sampler settings for this model: `settings` (steps, solver, ...) with its frame correlation."""
+        return SampleConfig(frame_correlation=self.frame_correlation, **settings)
 
 
 def model_mode(cfg: WTDiTConfig, normalization: PointNormalization) -> str:
@@ -45,6 +52,9 @@ def model_mode(cfg: WTDiTConfig, normalization: PointNormalization) -> str:
 def make_card(
     cfg: WTDiTConfig, normalization: PointNormalization, name: str, release: str, info: dict | None = None
 ) -> ModelCard:
+    """The card of a model; its sampler follows the release its weights come from (a converted
+    official file names it in its info)."""
+    info = info or {}
     return ModelCard(
         name=name,
         release=release,
@@ -54,7 +64,8 @@ def make_card(
         parameters=count_parameters(cfg),
         forward_flops=count_flops(cfg)["total"],
         scene_framing=None if release == "ours" else "stretch",
-        info=info or {},
+        frame_correlation=release_frame_correlation(info.get("release", release), cfg),
+        info=info,
     )
 
 

@@ -64,6 +64,7 @@ INVERSE_RULES = [
 IGNORED = {"net.encoder.mask_token"}  # stored but never used in inference
 NEGATED = ("head.out.weight", "head.out.bias")  # released head predicts -x̂0
 RELEASES = {"r75b": "zscore", "r69l": "log_median", "r76": "zscore"}  # normalisation of each release
+FRAME_CORRELATION = {"r76": 0.5}  # ρ of a release's initial noise across frames (SPEC §16.3); others: iid
 
 
 def _rename(key: str, rules: list[tuple[str, str]], first_only: bool) -> str:
@@ -164,6 +165,14 @@ def release_normalization(release: str, cfg: WTDiTConfig) -> PointNormalization:
     return PointNormalization(
         RELEASES.get(release, "log_median" if cfg.layer_conditioning == "film_adaln" else "zscore")
     )
+
+
+def release_frame_correlation(release: str, cfg: WTDiTConfig) -> float:
+    """ρ of the initial noise across frames the release's sampler draws (a custom shape with temporal
+    blocks is sampled as r76; anything else, ours included, with independent frames)."""
+    if release == "custom" and cfg.temporal:
+        release = "r76"
+    return FRAME_CORRELATION.get(release, 0.0)
 
 
 def read_release(path: str | Path) -> dict[str, torch.Tensor]:

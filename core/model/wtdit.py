@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
@@ -51,7 +52,8 @@ class WTDiTConfig:
     rope_base: float = 100.0  # RoPE frequency base
     layerscale_init: float = 1e-4  # initial LayerScale of decoder and head blocks
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # image encoder
-    silhouette_prior: bool = False  # ours, objects: x̂0 = inflated silhouette + the head's output (needs the mask)
+    silhouette_prior: bool = False  # ours, objects: x̂0 = placed inflated mask + the head's output (needs the mask)
+    refine_width: int = 0  # ours: channels of a full-resolution conv refinement of x̂0 that sees the RGB (0: none)
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
@@ -69,6 +71,8 @@ class WTDiTConfig:
             raise ValueError("head width must be a multiple of 4 for 2-D RoPE")
         if self.layer_conditioning not in ("film", "film_adaln"):
             raise ValueError(f"unknown layer_conditioning {self.layer_conditioning!r}")
+        if self.refine_width < 0:
+            raise ValueError(f"refine_width must be ≥ 0, got {self.refine_width}")
         if self.silhouette_prior and self.temporal:
             raise ValueError("silhouette_prior is for single images (object mode), not temporal models")
 
@@ -216,6 +220,34 @@ class GeometryHead(nn.Module):
         return self.out(x)
 
 
+class RefineHead(nn.Module):
+    """Ours: a per-pixel correction of the unpatchified x̂0 at full resolution, so that detail and
+    edges need not come from 16-px patches. Per layer, three 3×3 convolutions (GELU between) see the
+    coarse x̂0, the noisy x_t, the RGB and the foreground mask; a learned per-layer bias after the
+    first tells the layers apart. The last convolution starts at zero: the head starts as identity."""
+
+    def __init__(self, num_layers: int, width: int):
+        super().__init__()
+        self.inp = nn.Conv2d(3 + 3 + 3 + 1, width, 3, padding=1)
+        self.layer_bias = nn.Embedding(num_layers, width)
+        self.mid = nn.Conv2d(width, width, 3, padding=1)
+        self.out = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(
+        self, coarse: torch.Tensor, x_t: torch.Tensor, image: torch.Tensor, foreground: torch.Tensor
+    ) -> torch.Tensor:
+        """coarse, x_t [B, V, H, W, 3]; image [B, T, 3, H, W]; foreground [B, H, W] → refined [B, V, H, W, 3]."""
+        B, V = coarse.shape[:2]
+        T = image.shape[1]
+        rgb = repeat(image, "b t c h w -> (b t l) c h w", l=V // T)
+        mask = repeat(foreground.to(coarse.dtype), "b h w -> (b v) 1 h w", v=V)
+        channels = [rearrange(coarse, "b v h w c -> (b v) c h w"), rearrange(x_t, "b v h w c -> (b v) c h w")]
+        x = torch.cat([*channels, rgb.to(coarse.dtype), mask], 1)  # [B·V, 10, H, W]
+        bias = repeat(self.layer_bias.weight, "l c -> (b t l) c 1 1", b=B, t=T)
+        x = self.out(F.gelu(self.mid(F.gelu(self.inp(x) + bias))))  # [B·V, 3, H, W]
+        return coarse + rearrange(x, "(b v) c h w -> b v h w c", b=B)
+
+
 def apply_film(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, T: int) -> torch.Tensor:
     """x [B, V, P, D] ⊙ (1 + γ_l) + β_l with γ, β [L, D] repeated over frames."""
     gamma, beta = gamma.repeat(T, 1)[:, None], beta.repeat(T, 1)[:, None]  # [V, 1, D]
@@ -271,6 +303,10 @@ class WTDiT(nn.Module):
                 DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, cfg.layerscale_init) for _ in range(cfg.depth // 3)
             )
         self.head = GeometryHead(cfg)
+        if cfg.silhouette_prior:
+            self.prior_placement = nn.Linear(D, 2)  # (log scale, z shift) of the prior, from the mean token
+        if cfg.refine_width:
+            self.refine = RefineHead(cfg.num_layers, cfg.refine_width)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -298,6 +334,12 @@ class WTDiT(nn.Module):
         # Output layer starts at zero: x̂0 = 0 (the mean of normalised points), or the prior, before training.
         nn.init.zeros_(self.head.out.weight)
         nn.init.zeros_(self.head.out.bias)
+        if self.cfg.silhouette_prior:  # the prior starts where the inflation floor puts it
+            nn.init.zeros_(self.prior_placement.weight)
+            nn.init.zeros_(self.prior_placement.bias)
+        if self.cfg.refine_width:
+            nn.init.zeros_(self.refine.out.weight)
+            nn.init.zeros_(cast(torch.Tensor, self.refine.out.bias))
 
     def ropes(self, rows: int, cols: int, T: int, device: torch.device) -> dict:
         """RoPE tables for frame ([P, hd]), global ([L·P, hd]) and temporal ([T, hd]) sequences."""
@@ -310,11 +352,25 @@ class WTDiT(nn.Module):
             ropes["temporal"] = rope_tables(frames, hd, self.cfg.rope_base)
         return ropes
 
-    def silhouette(self, foreground: torch.Tensor) -> torch.Tensor:
-        """The prior in network units [B, L, H, W, 3]: the inflated mask (core/geometry/silhouette.py)
-        at the training objects' mean depth, seen with the inflation floor's 54° field of view."""
+    def inflated(self, foreground: torch.Tensor) -> torch.Tensor:
+        """The prior's shape, camera-space points [B, L, H, W, 3]: the inflated mask
+        (core/geometry/silhouette.py) at the training objects' mean depth, seen with the inflation
+        floor's 54° field of view. foreground [B, H, W] bool."""
         W = foreground.shape[-1]
-        points = inflate(foreground, fov_to_focal(PRIOR_FOV, W), OBJECT_MEAN[2], self.cfg.num_layers)
+        return inflate(foreground, fov_to_focal(PRIOR_FOV, W), OBJECT_MEAN[2], self.cfg.num_layers)
+
+    def silhouette(
+        self, foreground: torch.Tensor, placement: torch.Tensor | None = None, inflated: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The prior in network units [B, L, H, W, 3]: the inflated mask (or `inflated`, computed
+        already), scaled by exp(placement[:, 0]) about the camera and moved placement[:, 1] z-deviations
+        back. placement [B, 2] (None: as inflated) is exactly what the evaluation's alignment ignores,
+        so the head's output is left to correct the shape."""
+        points = self.inflated(foreground) if inflated is None else inflated
+        if placement is not None:
+            scale, shift = placement[:, 0].exp(), placement[:, 1] * OBJECT_STD[2]  # [B] each
+            z = torch.stack([torch.zeros_like(shift), torch.zeros_like(shift), shift], -1)  # [B, 3]
+            points = points * scale[:, None, None, None, None] + z[:, None, None, None] * foreground[:, None, ..., None]
         return (points - points.new_tensor(OBJECT_MEAN)) / points.new_tensor(OBJECT_STD)
 
     def forward(
@@ -325,7 +381,8 @@ class WTDiT(nn.Module):
         x_t:   [B, V, H, W, 3] noisy normalised points (V = T·L, frame-major).
         t:     [B] one time per sample, or [B, L] one per layer (1 = pure noise).
         image: [B, 3, H, W] or [B, T, 3, H, W] RGB in [0, 1].
-        foreground: [B, H, W] bool, needed by (and only used by) models with `silhouette_prior`.
+        foreground: [B, H, W] bool, needed by models with `silhouette_prior` (the refinement head uses it
+        when given, else treats every pixel as foreground).
         Returns x̂0 [B, V, H, W, 3].
         """
         cfg = self.cfg
@@ -353,8 +410,8 @@ class WTDiT(nn.Module):
         if cfg.silhouette_prior:
             if foreground is None:
                 raise ValueError("this model starts from the silhouette: pass the foreground mask")
-            prior = self.silhouette(foreground)  # [B, L, H, W, 3]
-            patches.append(patchify(prior.to(x_t.dtype), p))
+            inflated = self.inflated(foreground)  # [B, L, H, W, 3]
+            patches.append(patchify(self.silhouette(foreground, inflated=inflated).to(x_t.dtype), p))
         geometry_tokens = self.geometry_proj(torch.cat(patches, dim=-1))  # [B, V, P, D/2]
         x = torch.cat([image_tokens, geometry_tokens], dim=-1)  # [B, V, P, D]
 
@@ -373,7 +430,13 @@ class WTDiT(nn.Module):
             self.blocks, self.film(), x, ada_frame, ada_mean, ropes, T, self.temporal_blocks if cfg.temporal else None
         )
         out = unpatchify(self.head(x, ada_layer, ada_mean, ropes, T).float(), p, rows)  # [B, V, H, W, 3]
-        return out + prior if cfg.silhouette_prior else out
+        if cfg.silhouette_prior:
+            placement = self.prior_placement(x.mean(dim=(1, 2))).float()  # [B, 2]
+            out = out + self.silhouette(cast(torch.Tensor, foreground), placement, inflated)
+        if cfg.refine_width:
+            mask = foreground if foreground is not None else image.new_ones(B, H, W, dtype=torch.bool)
+            out = self.refine(out, x_t.float(), image.float(), mask)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------

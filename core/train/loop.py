@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -104,6 +105,7 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     step: int,
     cfg: TrainConfig,
+    wall_s: float,
 ) -> None:
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
@@ -111,15 +113,21 @@ def save_state(
     for idx, state in opt["state"].items():
         for name, value in state.items():
             tensors[f"optim/{idx}/{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    meta = {"step": str(step), "train_config": json.dumps(asdict(cfg)), "param_groups": json.dumps(opt["param_groups"])}
+    meta = {
+        "step": str(step),
+        "wall_s": f"{wall_s:.1f}",
+        "train_config": json.dumps(asdict(cfg)),
+        "param_groups": json.dumps(opt["param_groups"]),
+    }
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
     write_atomic(path, lambda f: f.write(data))
 
 
 def load_state(
     path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
-) -> int:
-    """Restore model, EMA and optimizer from `save_state`'s file; returns the step to continue from."""
+) -> tuple[int, float]:
+    """Restore model, EMA and optimizer from `save_state`'s file; returns the step to continue from and
+    the wall time the run has taken so far (seconds)."""
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -133,7 +141,7 @@ def load_state(
             _, idx, name = k.split("/", 2)
             opt_state.setdefault(int(idx), {})[name] = v
     optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
-    return int(meta["step"])
+    return int(meta["step"]), float(meta.get("wall_s", 0.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,6 +206,26 @@ def warm_start(model: WTDiT, path: str, log: Callable[[str], object] = print) ->
     return [*info.pop("history", []), {"checkpoint": str(path), **info}]
 
 
+def run_record(cfg: TrainConfig, device: torch.device, world: int, data: ShardReader | None, wall_s: float) -> dict:
+    """What a checkpoint says of how it was made: the command as typed, the data (each folder's
+    generator settings and sample count), the hardware and the run's wall time."""
+    argv = sys.argv[1:] if Path(sys.argv[0]).name == "__main__.py" else sys.argv
+    prefix = ["python", "-m", "core"] if Path(sys.argv[0]).name == "__main__.py" else ["python"]
+    folders = {}
+    for folder in cfg.data:
+        settings = Path(folder) / "dataset.json"
+        folders[folder] = json.loads(settings.read_text()) if settings.exists() else {}
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()}-core CPU"
+    return {
+        "command": shlex.join(prefix + argv),
+        "world_size": world,
+        "device": str(device),
+        "data": {"folders": folders, "samples": len(data) if data is not None else 0},
+        "hardware": f"{world} × {hardware}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "wall_time_s": round(wall_s),
+    }
+
+
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     from ..inference import pick_device
@@ -245,7 +273,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     model.encoder.requires_grad_(not model_cfg.encoder.frozen)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = configure_optimizer(model, cfg, device)
-    step = load_state(state_path, model, ema, optimizer, device) if state_path.exists() else 0
+    step, wall_s = load_state(state_path, model, ema, optimizer, device) if state_path.exists() else (0, 0.0)
     net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile:
         net = cast(torch.nn.Module, torch.compile(net))
@@ -316,7 +344,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps)
                 )
             if master and (step % cfg.save_every == 0 or last):
-                save_state(state_path, model, ema, optimizer, step, cfg)
+                save_state(state_path, model, ema, optimizer, step, cfg, wall_s + time.time() - t_start)
                 save_checkpoint(
                     out / "model.safetensors",
                     ema.state_dict(),
@@ -326,9 +354,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                         "step": step,
                         "train_config": asdict(cfg),
                         "samples_seen": step * cfg.batch_size * world,
-                        "command": " ".join(sys.argv),
-                        "world_size": world,
-                        "device": str(device),
+                        **run_record(cfg, device, world, data, wall_s + time.time() - t_start),
                         "history": history,
                     },  # fmt: skip
                 )
