@@ -224,9 +224,15 @@ def test_prior_placement_is_the_scale_and_z_shift_evaluation_ignores(shards):
     fg = validation_batch(shards)["foreground"][:1]
     normalization = PointNormalization("zscore")
     plain = normalization.denormalize(model.silhouette(fg))[0].numpy()  # [L, H, W, 3]
-    placed = normalization.denormalize(model.silhouette(fg, torch.tensor([[0.4, -0.7]])))[0].numpy()
+    placed = normalization.denormalize(model.silhouette(fg, torch.tensor([[0.4, -0.7, 0.0, 0.0]])))[0].numpy()
     m = fg[0].numpy()
     assert abs(placed[0][m][:, 2].mean() - plain[0][m][:, 2].mean()) > 0.1  # it did move
     scale, shift = align_points_scale_z_shift(placed[0][m], plain[0][m])
     assert abs(scale - torch.tensor(-0.4).exp().item()) < 1e-4
     assert abs(apply_scale_z_shift(placed, scale, shift)[:, m] - plain[:, m]).max() < 1e-4
+    # a tilt slides points along their rays: a plane of depth change, no alignment undoes it
+    tilted = normalization.denormalize(model.silhouette(fg, torch.tensor([[0.0, 0.0, 0.5, 0.0]])))[0].numpy()
+    rays = lambda p: p[..., :2] / p[..., 2:]  # noqa: E731
+    assert abs(rays(tilted[:, m]) - rays(plain[:, m])).max() < 1e-4
+    ratio = tilted[0][m][:, 2] / plain[0][m][:, 2]
+    assert abs(ratio - (1 + 0.5 * rays(plain[0][m])[:, 0])).max() < 1e-4 and ratio.std() > 0.01

@@ -304,7 +304,7 @@ class WTDiT(nn.Module):
             )
         self.head = GeometryHead(cfg)
         if cfg.silhouette_prior:
-            self.prior_placement = nn.Linear(D, 2)  # (log scale, z shift) of the prior, from the mean token
+            self.prior_placement = nn.Linear(D, 4)  # (log scale, z shift, tilt) of the prior, from the mean token
         if cfg.refine_width:
             self.refine = RefineHead(cfg.num_layers, cfg.refine_width)
         self.initialize_weights()
@@ -363,14 +363,21 @@ class WTDiT(nn.Module):
         self, foreground: torch.Tensor, placement: torch.Tensor | None = None, inflated: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The prior in network units [B, L, H, W, 3]: the inflated mask (or `inflated`, computed
-        already), scaled by exp(placement[:, 0]) about the camera and moved placement[:, 1] z-deviations
-        back. placement [B, 2] (None: as inflated) is exactly what the evaluation's alignment ignores,
-        so the head's output is left to correct the shape."""
+        already), placed by placement [B, 4] (None: as inflated): tilted — each point slides along its
+        ray to depth · (1 + a·x/z + b·y/z), a plane of depth change across the image with (a, b) =
+        placement[:, 2:] — then scaled by exp(placement[:, 0]) about the camera and moved
+        placement[:, 1] z-deviations back. Scale and z shift are what the evaluation's alignment
+        ignores; the tilt is the object's slant, which the mask alone cannot tell. The head's output
+        is left to correct the rest of the shape."""
         points = self.inflated(foreground) if inflated is None else inflated
         if placement is not None:
             scale, shift = placement[:, 0].exp(), placement[:, 1] * OBJECT_STD[2]  # [B] each
+            rays = points[..., :2] / points[..., 2:].clamp_min(1e-6)  # [B, L, H, W, 2]: x/z, y/z
+            tilt = 1 + (rays * placement[:, None, None, None, 2:]).sum(-1, keepdim=True)  # [B, L, H, W, 1]
             z = torch.stack([torch.zeros_like(shift), torch.zeros_like(shift), shift], -1)  # [B, 3]
-            points = points * scale[:, None, None, None, None] + z[:, None, None, None] * foreground[:, None, ..., None]
+            points = points * tilt * scale[:, None, None, None, None] + (
+                z[:, None, None, None] * foreground[:, None, ..., None]
+            )
         return (points - points.new_tensor(OBJECT_MEAN)) / points.new_tensor(OBJECT_STD)
 
     def forward(
@@ -431,7 +438,7 @@ class WTDiT(nn.Module):
         )
         out = unpatchify(self.head(x, ada_layer, ada_mean, ropes, T).float(), p, rows)  # [B, V, H, W, 3]
         if cfg.silhouette_prior:
-            placement = self.prior_placement(x.mean(dim=(1, 2))).float()  # [B, 2]
+            placement = self.prior_placement(x.mean(dim=(1, 2))).float()  # [B, 4]
             out = out + self.silhouette(cast(torch.Tensor, foreground), placement, inflated)
         if cfg.refine_width:
             mask = foreground if foreground is not None else image.new_ones(B, H, W, dtype=torch.bool)
