@@ -367,6 +367,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 log.write(json.dumps({"step": step, "replica_checksums": sums}) + "\n")
                 if len(set(sums)) != 1:
                     raise RuntimeError(f"the {world} replicas hold different weights: {sums}")
+            dist.barrier()  # every rank done with its last collective before any tears the group down
             dist.destroy_process_group()
     return out / "model.safetensors"
 
