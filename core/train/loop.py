@@ -209,15 +209,15 @@ def warm_start(model: WTDiT, path: str, log: Callable[[str], object] = print) ->
 def run_record(cfg: TrainConfig, device: torch.device, world: int, data: ShardReader | None, wall_s: float) -> dict:
     """What a checkpoint says of how it was made: the command as typed, the data (each folder's
     generator settings and sample count), the hardware and the run's wall time."""
-    argv = sys.argv[1:] if Path(sys.argv[0]).name == "__main__.py" else sys.argv
-    prefix = ["python", "-m", "core"] if Path(sys.argv[0]).name == "__main__.py" else ["python"]
+    as_module = Path(sys.argv[0]).name == "__main__.py"  # `python -m core train ...`
+    command = ["python", "-m", "core", *sys.argv[1:]] if as_module else ["python", *sys.argv]
     folders = {}
     for folder in cfg.data:
         settings = Path(folder) / "dataset.json"
         folders[folder] = json.loads(settings.read_text()) if settings.exists() else {}
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()}-core CPU"
     return {
-        "command": shlex.join(prefix + argv),
+        "command": shlex.join(command),
         "world_size": world,
         "device": str(device),
         "data": {"folders": folders, "samples": len(data) if data is not None else 0},
@@ -344,7 +344,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps)
                 )
             if master and (step % cfg.save_every == 0 or last):
-                save_state(state_path, model, ema, optimizer, step, cfg, wall_s + time.time() - t_start)
+                run_s = wall_s + time.time() - t_start
+                save_state(state_path, model, ema, optimizer, step, cfg, run_s)
                 save_checkpoint(
                     out / "model.safetensors",
                     ema.state_dict(),
@@ -354,7 +355,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                         "step": step,
                         "train_config": asdict(cfg),
                         "samples_seen": step * cfg.batch_size * world,
-                        **run_record(cfg, device, world, data, wall_s + time.time() - t_start),
+                        **run_record(cfg, device, world, data, run_s),
                         "history": history,
                     },  # fmt: skip
                 )
