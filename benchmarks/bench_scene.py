@@ -1,4 +1,5 @@
-"""Blender-side benchmark: building a traced result (512×512, 6 layers) and the extension zip.
+"""Blender-side benchmark: building a traced result (512×512, 6 layers; points, meshes, the solid) and
+the extension zip.
 
     python benchmarks/bench_scene.py
 
@@ -52,13 +53,17 @@ def main() -> None:
     scene_mod = sys.modules["bl_ext.user_default.world_tracing.operators.scene"]
     lpm = synthetic_result()
     print(f"result: 512×512, 6 layers, {int(lpm.valid.sum()):,} valid points")
-    for output in ("POINTS", "MESHES", "BOTH"):
-        times = []
+    for output, solid in (("POINTS", False), ("MESHES", False), ("BOTH", False), ("POINTS", True)):
+        times, faces = [], 0
         for _ in range(3):
             t0 = time.perf_counter()
-            scene_mod.build_result(bpy.context.scene, lpm, "WT bench", scene_mod.BuildOptions(output=output))
+            options = scene_mod.BuildOptions(output=output, solid=solid)
+            result = scene_mod.build_result(bpy.context.scene, lpm, "WT bench", options)
             times.append(time.perf_counter() - t0)
-        print(f"scene build, {output.lower()}: {min(times):.2f} s (best of 3, replacing the previous result)")
+            faces = sum(len(o.data.polygons) for o in result.objects if o.get("wt_solid"))
+            scene_mod.remove_result(result)
+        label = output.lower() + (f" + solid ({faces:,} faces)" if solid else "")
+        print(f"scene build, {label}: {min(times):.2f} s (best of 3)")
 
 
 if __name__ == "__main__":

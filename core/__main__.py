@@ -133,7 +133,8 @@ def _solid(args: argparse.Namespace) -> None:
     import time
 
     from .export import mesh_format, write_mesh
-    from .geometry.solid import project_to_pixels, solid_mesh
+    from .geometry.occupancy import project_to_pixels
+    from .geometry.solid import solid_mesh
     from .layered import LayeredPointMap
 
     mesh_format(args.out)  # an unknown suffix fails before the work
@@ -169,11 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerateConfig
     from .data.recipe import FAMILIES
     from .geometry.edges import BASE_REL_JUMP, DEFAULT_STRENGTH
+    from .geometry.occupancy import DIVISIONS
     from .geometry.points import NORMALIZATIONS
-    from .geometry.solid import DIVISIONS, MAX_FACES
+    from .geometry.solid import MAX_FACES
     from .model.wtdit import CONFIGS
     from .options import add_options
-    from .train.flow import SCHEDULES
+    from .train.flow import LOSSES, SCHEDULES
     from .train.loop import TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m core", description="World Tracing core: data, training, tracing.")
@@ -208,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("train", help="train WT-DiT on shards and/or the torch stream (runs under torchrun too)")
     add_options(
-        r, TrainConfig, choices={"model": CONFIGS, "normalization": NORMALIZATIONS, "schedule": SCHEDULES}, recipe=True
+        r,
+        TrainConfig,
+        choices={"model": CONFIGS, "normalization": NORMALIZATIONS, "schedule": SCHEDULES, "loss": LOSSES},
+        recipe=True,
     )
     r.set_defaults(func=_train, parser=r)
 

@@ -1,5 +1,5 @@
 """Build a traced result in Blender: a collection with the matched camera, per-layer point clouds
-and meshes, materials and a novel-view camera (main thread only).
+and meshes, optionally one solid, materials and a novel-view camera (main thread only).
 
 World frame: the matched camera sits at the origin looking along +Y with +Z up, so OpenCV
 camera coordinates (x right, y down, z forward) map to world coordinates (x, z, -y). Geometry
@@ -19,12 +19,15 @@ import numpy as np
 from ..core.geometry.camera import blender_camera_to_intrinsics, intrinsics_to_blender_camera
 from ..core.geometry.edges import DEFAULT_STRENGTH, edge_filtered
 from ..core.geometry.meshing import layer_to_grid_mesh
+from ..core.geometry.occupancy import DIVISIONS
 from ..core.layered import LAYER_COLOURS, LayeredPointMap
+from .materials import TINT_STRENGTH, emission_material, image_from_array
+from .solid import solid_object, solid_voxels
 
 PREFIX = "WT"
+MAX_SOLID_FACES = 200_000
 POINTS_GROUP = "WT Mesh to Points"
 POINTS_MATERIAL = "WT Points"  # shared by every point cloud: colour from the wt_color attribute
-TINT_STRENGTH = 0.55  # hidden layers: how far their colour moves toward the layer's tint
 
 
 @dataclass
@@ -34,6 +37,10 @@ class BuildOptions:
     max_rel_jump: float = 0.05  # meshes: cut triangles whose depth ratio exceeds 1 + this
     point_size: float = 1.0  # points: radius in pixel footprints (1 = each point covers its whole pixel)
     edge_filter: float = DEFAULT_STRENGTH  # points and meshes: drop flying points at depth edges (0: off)
+    solid: bool = False  # also one watertight mesh of the whole result (operators/solid.py)
+    solid_detail: int = DIVISIONS  # solid: voxels along the diagonal of its bounding box
+    solid_hidden: str = "NEUTRAL"  # solid: hidden faces grey ("NEUTRAL") or the pixel's colour ("NEAREST")
+    solid_max_faces: int = MAX_SOLID_FACES  # solid: above this a Decimate modifier thins it
 
 
 def opencv_to_world(points: np.ndarray) -> np.ndarray:
@@ -57,51 +64,6 @@ def result_name(source: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # Data blocks
 # ----------------------------------------------------------------------------------------------
-
-
-def image_from_array(name: str, rgb: np.ndarray) -> bpy.types.Image:
-    """A packed Blender image from (H, W, 3) uint8 (top row first)."""
-    H, W = rgb.shape[:2]
-    image = bpy.data.images.new(name, W, H, alpha=False)
-    rgba = np.concatenate([rgb, np.full((H, W, 1), 255, np.uint8)], axis=-1)[::-1]
-    image.pixels.foreach_set((rgba.astype(np.float32) / 255.0).ravel())
-    image.pack()
-    image["wt_generated"] = True  # ours to delete with the result
-    return image
-
-
-def emission_material(name: str, image: bpy.types.Image | None, tint: np.ndarray | None) -> bpy.types.Material:
-    """Unlit material showing the image: through UVs (`image` given) or the `wt_color` attribute.
-
-    With `tint`, the colour is mixed toward it (hidden layers: what the model invented).
-    """
-    mat = bpy.data.materials.new(name)
-    if mat.node_tree is None:  # Blender < 5.0 creates materials without nodes
-        mat.use_nodes = True
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    nodes.clear()
-    out = nodes.new("ShaderNodeOutputMaterial")
-    emit = nodes.new("ShaderNodeEmission")
-    if image is not None:
-        colour = nodes.new("ShaderNodeTexImage")
-        colour.image = image
-        colour.interpolation = "Closest"
-        socket = colour.outputs["Color"]
-    else:
-        colour = nodes.new("ShaderNodeAttribute")
-        colour.attribute_type = "GEOMETRY"
-        colour.attribute_name = "wt_color"
-        socket = colour.outputs["Color"]
-    if tint is not None:
-        mix = nodes.new("ShaderNodeMix")
-        mix.data_type = "RGBA"
-        mix.inputs["Factor"].default_value = TINT_STRENGTH
-        links.new(socket, mix.inputs["A"])
-        mix.inputs["B"].default_value = (*tint.tolist(), 1.0)
-        socket = mix.outputs["Result"]
-    links.new(socket, emit.inputs["Color"])
-    links.new(emit.outputs["Emission"], out.inputs["Surface"])
-    return mat
 
 
 def points_node_group() -> bpy.types.NodeTree:
@@ -299,12 +261,14 @@ def build_result(
     """Create the result collection `name` (a new name: see `result_name`), or rebuild `replace` in place
     (same name and result id: Resample, sample flips).
 
-    Points and meshes are built from `lpm` less its flying points (`edge_filtered` at options.edge_filter;
-    a mesh loses their faces). A replaced result is only removed once the new one is complete; if building
-    fails, what was created is removed and the error propagates, so nothing half-built is left.
+    Points, meshes and the solid are built from `lpm` less its flying points (`edge_filtered` at
+    options.edge_filter; a mesh loses their faces). A replaced result is only removed once the new one is
+    complete; if building fails, what was created is removed and the error propagates, so nothing
+    half-built is left.
     """
     # without its extras: the other samples are not built, so not filtered either
     lpm = edge_filtered(LayeredPointMap(lpm.points, lpm.valid, lpm.intrinsics, lpm.image), options.edge_filter)
+    voxels = solid_voxels(lpm, options.solid_detail, options.solid_hidden) if options.solid else None
     previous = replace
     if previous is not None:
         name = previous.name
@@ -330,6 +294,9 @@ def build_result(
             if options.output in ("MESHES", "BOTH"):
                 mat = emission_material(f"{name} mesh L{k}", image, tint)
                 collection.objects.link(mesh_object(f"{name} mesh L{k}", lpm, k, options.max_rel_jump, mat))
+        if voxels is not None:
+            solid = solid_object(f"{name} solid", lpm, voxels, image, options.solid_hidden, options.solid_max_faces)
+            collection.objects.link(solid)
         front = lpm.points[0][lpm.valid[0]]
         centre = opencv_to_world(np.median(front, axis=0, keepdims=True))[0] if len(front) else np.array([0, 2, 0.0])
         for obj in orbit_camera(f"{name} novel view", camera, centre):
@@ -369,7 +336,12 @@ def result_layers(collection: bpy.types.Collection) -> dict[int, list[bpy.types.
     """Geometry objects of a result by layer (read from their wt_layer attribute)."""
     layers: dict[int, list] = {}
     for obj in collection.objects:
-        if obj.type == "MESH" and "wt_layer" in obj.data.attributes and len(obj.data.vertices):
+        if (
+            obj.type == "MESH"
+            and "wt_layer" in obj.data.attributes
+            and len(obj.data.vertices)
+            and not obj.get("wt_solid")
+        ):
             layers.setdefault(int(obj.data.attributes["wt_layer"].data[0].value), []).append(obj)
     return layers
 

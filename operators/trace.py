@@ -8,6 +8,7 @@ scene is one undo step. Runtime state lives in state.py.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import nullcontext
 
@@ -59,6 +60,10 @@ def build_options(settings) -> BuildOptions:
         max_rel_jump=settings.max_rel_jump,
         point_size=settings.point_size,
         edge_filter=settings.edge_filter,
+        solid=settings.solid,
+        solid_detail=settings.solid_detail,
+        solid_hidden=settings.solid_hidden,
+        solid_max_faces=settings.solid_max_faces,
     )
 
 
@@ -84,7 +89,15 @@ def finish(
     }
     replace = find_result(replace_id)
     t0 = time.perf_counter()
-    collection = build_result(scene, lpm, result_name(stem), build_options(settings), image, properties, replace)
+    options, no_solid = build_options(settings), ""
+    try:
+        collection = build_result(scene, lpm, result_name(stem), options, image, properties, replace)
+    except ValueError as e:  # the solid was refused (nothing built): keep the trace, without it
+        if not options.solid:
+            raise
+        no_solid = f"; no solid: {e}"
+        options = dataclasses.replace(options, solid=False)
+        collection = build_result(scene, lpm, result_name(stem), options, image, properties, replace)
     state.samples[collection["wt_result_id"]] = lpm
     settings.result = collection
     settings["sample"] = 0
@@ -92,9 +105,9 @@ def finish(
         settings.show_layers[k] = True
     push_undo("Resample" if replace is not None else "Trace Image")
     tell(
-        "INFO",
+        "WARNING" if no_solid else "INFO",
         f"traced {stem}: {int(lpm.valid.sum())} points in {lpm.num_layers} layers "
-        f"({time.monotonic() - started:.1f} s, scene built in {time.perf_counter() - t0:.2f} s)",
+        f"({time.monotonic() - started:.1f} s, scene built in {time.perf_counter() - t0:.2f} s){no_solid}",
     )
 
 
@@ -150,13 +163,21 @@ def stop(release: bool = False) -> None:
 
 
 def run_from_operator(operator, context, request: TraceRequest, stem: str, image, replace_id: str = "") -> set[str]:
-    """Start a trace for an operator; in background mode it has finished on return."""
+    """Start a trace for an operator; in background mode it has finished on return, FINISHED when a result
+    was built (perhaps with a warning) and CANCELLED when not."""
+    before = result_pointer(context.scene)
     start_trace(context, request, stem, image, replace_id)
     if not bpy.app.background:
         return {"FINISHED"}
     level, text = state.message
     operator.report({level}, text)
-    return {"FINISHED"} if level == "INFO" else {"CANCELLED"}
+    return {"FINISHED"} if level != "ERROR" and result_pointer(context.scene) != before else {"CANCELLED"}
+
+
+def result_pointer(scene) -> int:
+    """Which collection the panel's result is (0: none); a rebuilt result is a new collection."""
+    result = scene.world_tracing.result
+    return result.as_pointer() if result is not None else 0
 
 
 # ----------------------------------------------------------------------------------------------

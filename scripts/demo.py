@@ -7,9 +7,10 @@ folder (Blender installs its bundled wheels), traces the sample image inside it 
 view plus three novel views (Cycles, CPU) into out/, with out/demo.png putting them side by side.
 Pillow comes from the extension's own wheels, so nothing is imported from the repository.
 
-    python scripts/demo.py [--image PATH] [--checkpoint PATH] [--steps N] [--device D] [--no-render]
+    python scripts/demo.py [--image PATH] [--checkpoint PATH] [--steps N] [--device D] [--solid] [--no-render]
 
-traces another image or model the same way (e.g. an official model.pt, picked as in the preferences).
+traces another image or model the same way (e.g. an official model.pt, picked as in the preferences);
+--solid also builds the result's solid and renders it alone the same way into out/demo_solid.png.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="", help="model file (default: the shipped model)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    parser.add_argument("--solid", action="store_true", help="also build the solid and render it (demo_solid.png)")
     parser.add_argument("--no-render", action="store_true", help="only trace and save the .blend")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -76,6 +78,7 @@ def main() -> None:
     scene = bpy.context.scene
     settings = scene.world_tracing
     settings.output, settings.point_size, settings.steps = "POINTS", 1.6, args.steps
+    settings.solid, settings.solid_hidden = args.solid, "NEAREST"
     t0 = time.perf_counter()
     result = bpy.ops.world_tracing.trace_image(filepath=str(args.image))
     if result != {"FINISHED"}:
@@ -100,15 +103,31 @@ def main() -> None:
     if args.no_render:
         return
 
-    tiles = [np.asarray(Image.open(args.image).convert("RGB")), render(scene, matched, OUT / "render_image_view.png")]
-    for frame in NOVEL_FRAMES:
-        tiles.append(render(scene, novel, OUT / f"render_novel_{frame:02d}.png", frame))
+    source = np.asarray(Image.open(args.image).convert("RGB"))
+    solid = [o for o in collection.objects if o.get("wt_solid")]
+    for obj in solid:
+        obj.hide_render = True
+    views = [(matched, 1, "render_image_view.png")] + [(novel, f, f"render_novel_{f:02d}.png") for f in NOVEL_FRAMES]
+    side_by_side([source] + [render(scene, cam, OUT / name, frame) for cam, frame, name in views], OUT / "demo.png")
+    print(f"renders: {OUT}/render_*.png; side by side: {OUT / 'demo.png'}")
+    if solid:
+        for obj in collection.objects:
+            obj.hide_render = obj.type == "MESH" and not obj.get("wt_solid")
+        tiles = [render(scene, cam, OUT / f"solid_{name}", frame) for cam, frame, name in views]
+        side_by_side([source] + tiles, OUT / "demo_solid.png")
+        print(f"solid: {len(solid[0].data.polygons):,} faces; side by side: {OUT / 'demo_solid.png'}")
+
+
+def side_by_side(tiles: list, path: Path) -> None:
+    """Images (H_i, W_i, 3) uint8 scaled to the smallest height and written next to each other."""
+    import numpy as np
+    from PIL import Image
+
     h = min(t.shape[0] for t in tiles)
     strip = np.concatenate(
         [np.asarray(Image.fromarray(t).resize((round(t.shape[1] * h / t.shape[0]), h))) for t in tiles], axis=1
     )
-    Image.fromarray(strip).save(OUT / "demo.png")
-    print(f"renders: {OUT}/render_*.png; side by side: {OUT / 'demo.png'}")
+    Image.fromarray(strip).save(path)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from scipy.sparse.csgraph import connected_components
 from test_meshing import read_ply
 
 from core.__main__ import main
-from core.geometry.solid import MAX_VOXELS, occupancy_grid, solid_mesh
+from core.geometry.occupancy import MAX_VOXELS, occupancy_grid
+from core.geometry.solid import solid_mesh
 from core.layered import LayeredPointMap
 
 SIZE = 96

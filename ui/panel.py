@@ -43,6 +43,13 @@ class WT_PT_trace(bpy.types.Panel):
             col.prop(settings, "max_rel_jump")
         if settings.output != "MESHES":
             col.prop(settings, "point_size")
+        col = layout.column(align=True)
+        col.use_property_split = True
+        col.prop(settings, "solid")
+        if settings.solid:
+            col.prop(settings, "solid_detail")
+            col.prop(settings, "solid_hidden")
+            col.prop(settings, "solid_max_faces")
 
         prefs = preferences(context)
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
+from bpy.props import BoolProperty, BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 
 from ..operators.scene import BuildOptions, match_render, result_layers
 from ..preferences import preferences
@@ -61,6 +61,34 @@ class WT_Settings(bpy.types.PropertyGroup):
             ("BOTH", "Both", "Point clouds and meshes"),
         ],
     )
+    solid: BoolProperty(
+        name="Solid",
+        default=False,
+        description="Also build one watertight mesh of the whole result, the image projected from the camera "
+        "(needs rays with two layers: where a ray enters and leaves the object)",
+    )
+    solid_detail: IntProperty(
+        name="Solid Detail",
+        default=BuildOptions.solid_detail,
+        min=16,
+        soft_max=384,
+        max=1024,
+        description="Voxels along the diagonal of the solid's bounding box (more: finer and slower)",
+    )
+    solid_hidden: EnumProperty(
+        name="Hidden Faces",
+        default=BuildOptions.solid_hidden,
+        items=[
+            ("NEUTRAL", "Neutral", "Faces the camera does not see get a grey clay material"),
+            ("NEAREST", "Nearest Colour", "Faces the camera does not see take the colour of the pixel in front"),
+        ],
+    )
+    solid_max_faces: IntProperty(
+        name="Max Faces",
+        default=BuildOptions.solid_max_faces,
+        min=1000,
+        description="A solid with more faces gets a Decimate modifier down to this many (adjustable later)",
+    )
     layers: IntProperty(
         name="Layers", default=MAX_LAYERS, min=1, max=MAX_LAYERS, description="Build the first N layers"
     )
@@ -100,7 +128,7 @@ class WT_Settings(bpy.types.PropertyGroup):
     sample: IntProperty(
         name="Sample", default=0, min=0, max=7, options={"HIDDEN"}, description="Which sample the result shows"
     )
-    defaults_applied: bpy.props.BoolProperty(default=False, options={"HIDDEN"})
+    defaults_applied: BoolProperty(default=False, options={"HIDDEN"})
 
 
 def apply_preference_defaults(scenes) -> None:

@@ -1,7 +1,11 @@
 """The training side of flow matching: noise schedules, the noisy path and the loss (DESIGN.md §3).
 
 Path x_t = (1 - t)·x0 + t·ε (t = 1 is pure noise); the model predicts x0. Loss: masked
-endpoint error plus 0.1 × a monotonic-depth penalty. Axes: B batch, L layers, H×W pixels.
+endpoint error plus 0.1 × a monotonic-depth penalty. The endpoint error is either "absolute" (in
+network units) or "aligned" (ours, objects): the shape error after the per-sample scale and
+z-shift that the evaluation solves for (`core/train/metrics.py`), in units of the object's size,
+plus ALIGNED_PLACEMENT × the absolute error so that the placement is still learned.
+Axes: B batch, L layers, H×W pixels.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import torch
 from ..geometry.points import PointNormalization, forward_fill_layers
 
 SCHEDULES = ("mixed", "per_layer", "shared_mixture", "logit_normal")
+LOSSES = ("absolute", "aligned")
+ALIGNED_PLACEMENT = 0.02  # weight of the absolute endpoint error inside the aligned loss
 LOW_NOISE_MEAN = -1.0  # layer 0's logit-normal is shifted toward low noise (our reading of "plateaued")
 DEPTH_PENALTY = 0.1  # weight of the monotonic-depth penalty
 
@@ -64,19 +70,65 @@ def training_target(points: torch.Tensor, valid: torch.Tensor, normalization: Po
     return normalization.normalize(filled, scale) * valid[:, :1, ..., None]
 
 
+def aligned_shape_error(
+    pred: torch.Tensor, target: torch.Tensor, foreground: torch.Tensor, extent: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared point error after the evaluation's alignment, in units of each object's size.
+
+    pred, target: camera-space points [B, L, H, W, 3]; foreground: [B, H, W] bool; extent: [B], the
+    largest bounding-box side of each sample's valid ground truth. Per sample, the scale s (on xyz)
+    and z-shift t minimising Σ‖s·p + t·e_z − g‖² over layer 0's foreground are solved in closed
+    form (held fixed, like the metrics' alignment) and applied to every layer; the squared error
+    ‖s·p + t·e_z − g‖² / extent² is averaged over the foreground pixels of all layers and xyz.
+    """
+    w = foreground.to(pred.dtype)  # [B, H, W]
+    with torch.no_grad():
+        p, g = pred[:, 0].double(), target[:, 0].double()  # [B, H, W, 3]
+        wd = w.double()
+        a11 = ((p * p).sum(-1) * wd).sum((1, 2))
+        a12 = (p[..., 2] * wd).sum((1, 2))
+        a22 = wd.sum((1, 2))
+        b1 = ((p * g).sum(-1) * wd).sum((1, 2))
+        b2 = (g[..., 2] * wd).sum((1, 2))
+        det = a11 * a22 - a12 * a12
+        ok = det.abs() > 1e-12 * (a11 * a22).clamp_min(1e-30)
+        s = torch.where(ok, (b1 * a22 - a12 * b2) / torch.where(ok, det, 1.0), 1.0).to(pred.dtype)
+        t = torch.where(ok, (a11 * b2 - a12 * b1) / torch.where(ok, det, 1.0), 0.0).to(pred.dtype)
+    shift = torch.zeros_like(pred[:, :1, :1, :1])  # [B, 1, 1, 1, 3]
+    shift[..., 2] = t[:, None, None, None]
+    aligned = s[:, None, None, None, None] * pred + shift
+    err = ((aligned - target) / extent[:, None, None, None, None]) ** 2  # [B, L, H, W, 3]
+    count = w.sum().clamp_min(1.0) * pred.shape[1] * 3
+    return (err * w[:, None, ..., None]).sum() / count
+
+
+def object_extent(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Largest bounding-box side [B] of each sample's valid points [B, L, H, W, 3] (1 where none)."""
+    inf = torch.tensor(float("inf"), dtype=points.dtype, device=points.device)
+    m = valid[..., None]
+    lo = torch.where(m, points, inf).flatten(1, -2).amin(1)  # [B, 3]
+    hi = torch.where(m, points, -inf).flatten(1, -2).amax(1)
+    side = (hi - lo).amax(-1)
+    return torch.where(torch.isfinite(side) & (side > 0), side, torch.ones_like(side))
+
+
 def flow_loss(
     model,
     batch: dict[str, torch.Tensor],
     normalization: PointNormalization,
     schedule: str = "mixed",
     generator: torch.Generator | None = None,
+    loss: str = "absolute",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One flow-matching loss evaluation.
 
     batch: image [B, 3, H, W], points [B, L, H, W, 3], valid [B, L, H, W] (the model's L layers).
     Background pixels (no layer-0 hit) are replaced by pure noise in the input and left out of the loss.
+    loss: "absolute" or "aligned" endpoint error (module docstring).
     Returns the scalar loss and float statistics for logging.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
     points, valid, image = batch["points"], batch["valid"], batch["image"]
     B, L = valid.shape[:2]
     device = points.device
@@ -92,14 +144,28 @@ def flow_loss(
     mask = fg.float()
     count = mask.sum().clamp_min(1.0) * L
     endpoint = ((x0_hat - x0) ** 2 * mask).sum() / (count * 3)
+    stats = {}
+    if loss == "aligned":
+        scale = normalization.scale(points[:, :1], valid[:, :1])
+        shape = aligned_shape_error(
+            normalization.denormalize(x0_hat, scale),
+            normalization.denormalize(x0, scale),
+            valid[:, 0],
+            object_extent(points, valid),
+        )
+        stats["aligned"] = shape.item()
+        endpoint_term = shape + ALIGNED_PLACEMENT * endpoint
+    else:
+        endpoint_term = endpoint
     z = x0_hat[..., 2]  # [B, L, H, W]
     order = (torch.relu(z[:, :-1] - z[:, 1:]) ** 2 * mask[:, :, ..., 0]).sum() / (
         mask.sum().clamp_min(1.0) * max(L - 1, 1)
     )
-    loss = endpoint + DEPTH_PENALTY * order
-    return loss, {
-        "loss": loss.item(),
+    total = endpoint_term + DEPTH_PENALTY * order
+    return total, {
+        "loss": total.item(),
         "endpoint": endpoint.item(),
+        **stats,
         "depth_order": order.item(),
         "t_mean": t.mean().item(),
     }
