@@ -8,7 +8,7 @@ import torch
 from core.geometry.points import PointNormalization
 from core.model.official import FRAME_CORRELATION
 from core.sampling import SampleConfig, fill_noise, initial_noise, sample_steps, time_grid
-from core.train.flow import LOW_NOISE_MEAN, flow_loss, sample_timesteps
+from core.train.flow import ALIGNED_PLACEMENT, LOW_NOISE_MEAN, flow_loss, sample_timesteps
 
 
 def oracle(x0: torch.Tensor):
@@ -148,3 +148,34 @@ def test_depth_order_penalty_punishes_layers_in_front_of_earlier_ones():
     swapped = target[:, [1, 0, 2]]
     _, stats = flow_loss(lambda x, t, img, fg: swapped, b, norm, generator=torch.Generator().manual_seed(0))
     assert stats["depth_order"] > 0 and stats["loss"] > stats["endpoint"]
+
+
+def test_aligned_loss_ignores_scale_and_z_shift_and_scores_shape():
+    """The aligned loss's shape term is 0 for the truth scaled about the camera and moved along z (what the
+    evaluation aligns away; only the small placement term sees it), agrees with the metrics' alignment,
+    and grows with a change of shape."""
+    from core.geometry.alignment import align_points_scale_z_shift, apply_scale_z_shift
+    from core.train.flow import aligned_shape_error, object_extent, training_target
+
+    b = batch()
+    norm = PointNormalization()
+    target = training_target(b["points"], b["valid"], norm)
+    truth = norm.denormalize(target)
+    fg, extent = b["valid"][:, 0], object_extent(b["points"], b["valid"])
+    moved = truth * 1.3
+    moved[..., 2] += 0.4
+    assert aligned_shape_error(moved, truth, fg, extent).item() < 1e-10
+    g = torch.Generator().manual_seed(1)
+    bent = truth + 0.05 * torch.randn(truth.shape, generator=g)
+    error = aligned_shape_error(bent, truth, fg, extent).item()
+    p, q = bent[0, 0][fg[0]].double().numpy(), truth[0, 0][fg[0]].double().numpy()
+    s, t = align_points_scale_z_shift(p, q)  # the metrics' alignment of sample 0, layer 0
+    ours = aligned_shape_error(bent[:1, :1], truth[:1, :1], fg[:1], extent[:1]).item()
+    assert abs(ours - (((apply_scale_z_shift(p, s, t) - q) / extent[0].item()) ** 2).mean()) < 1e-6
+    assert error > 1e-4
+    placed = norm.normalize(moved, torch.ones(2))
+    loss, stats = flow_loss(
+        lambda x, t, img, fg: placed, b, norm, generator=torch.Generator().manual_seed(0), loss="aligned"
+    )
+    assert stats["aligned"] < 1e-10 and stats["endpoint"] > 0.01
+    assert loss.item() == pytest.approx(ALIGNED_PLACEMENT * stats["endpoint"], rel=1e-4)
