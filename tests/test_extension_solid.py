@@ -108,10 +108,30 @@ def test_bad_input_gives_a_clear_error_and_builds_nothing(bpy_ext):
         assert datablock_counts(bpy) == before
 
 
-def render_alpha_and_colour(bpy, collection, path) -> tuple[np.ndarray, np.ndarray]:
-    """Cycles (CPU) through the matched camera with only the solid shown: alpha (H, W) and sRGB (H, W, 3)."""
+def lpm_to_world(scene_mod, collection, camera_points: np.ndarray) -> np.ndarray:
+    """Points (N, 3) in the matched camera's Blender axes → world coordinates."""
+    matrix = np.array(scene_mod.matched_camera_of(collection).matrix_world)
+    return camera_points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def novel_pixels(scene, world: np.ndarray) -> np.ndarray:
+    """(row, col) (N, 2) of world points (N, 3) in the scene camera's render, clamped into the image."""
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    W, H = scene.render.resolution_x, scene.render.resolution_y
+    ndc = np.array([tuple(world_to_camera_view(scene, scene.camera, Vector(p)))[:2] for p in world.tolist()])
+    col = np.clip((ndc[:, 0] * W).astype(int), 0, W - 1)
+    row = np.clip(((1 - ndc[:, 1]) * H).astype(int), 0, H - 1)
+    return np.stack([row, col], axis=1)
+
+
+def render_alpha_and_colour(bpy, collection, path, match: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Cycles (CPU) through the matched camera (or, match False, the scene's camera) with only the solid
+    shown: alpha (H, W) and sRGB (H, W, 3)."""
     scene = bpy.context.scene
-    scene_module().match_render(scene, collection)
+    if match:
+        scene_module().match_render(scene, collection)
     for obj in collection.objects:
         obj.hide_render = obj.type == "MESH" and not obj.get("wt_solid")
     scene.render.engine = "CYCLES"
@@ -126,7 +146,8 @@ def render_alpha_and_colour(bpy, collection, path) -> tuple[np.ndarray, np.ndarr
 
 def test_traced_solid_matches_the_silhouette_and_shows_the_image(bpy_ext, tmp_path):
     """The bundled sample traced by the shipped model, with Solid on: rendered alone through the matched
-    camera, the solid covers layer 0's pixels (IoU ≥ 0.95) and shows the image's colours there."""
+    camera, the solid covers layer 0's pixels (IoU ≥ 0.95) and shows the image's colours there; from a
+    novel view it has no holes: it covers where every traced point of rays with two layers lands."""
     from core.assets import SAMPLE_IMAGE
 
     bpy = bpy_ext
@@ -148,6 +169,15 @@ def test_traced_solid_matches_the_silhouette_and_shows_the_image(bpy_ext, tmp_pa
     image = lpm.image.astype(np.float32) / 255.0
     error = np.abs(colour[inner] - image[inner]).mean()
     assert error < 0.08, error
+
+    scene = bpy.context.scene
+    scene.camera = next(o for o in collection.objects if o.type == "CAMERA" and o.parent is not None)
+    scene.frame_set(1)  # the novel-view camera swung 35° to the side
+    alpha, _ = render_alpha_and_colour(bpy, collection, tmp_path / "novel.png", match=False)
+    both = lpm.valid[0] & lpm.valid[1]
+    world = np.stack([p[both] for p in (lpm.points[0], lpm.points[1])]).reshape(-1, 3) * [1, -1, -1]
+    covered = alpha[tuple(novel_pixels(scene, lpm_to_world(scene_module(), collection, world)).T)] > 0.5
+    assert covered.mean() > 0.97, covered.mean()
 
 
 def test_a_refused_solid_keeps_the_trace(bpy_ext):
