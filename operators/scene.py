@@ -1,6 +1,9 @@
 """Build a traced result in Blender: a collection with the matched camera, per-layer point clouds
 and meshes, optionally one solid, materials and a novel-view camera (main thread only).
 
+Arrays go into meshes through their generic attributes ("position", ".corner_vert", the UV map's):
+one copy each, many times faster than the per-element vertices/loops/uv_layers collections.
+
 World frame: the matched camera sits at the origin looking along +Y with +Z up, so OpenCV
 camera coordinates (x right, y down, z forward) map to world coordinates (x, z, -y). Geometry
 objects keep identity transforms; every vertex carries `wt_layer`, `wt_pixel` (row·W + col),
@@ -128,7 +131,7 @@ def points_object(name: str, lpm: LayeredPointMap, layer: int, point_size: float
     co = opencv_to_world(lpm.points[layer, row, col])
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(co))
-    mesh.vertices.foreach_set("co", co.ravel())
+    mesh.attributes["position"].data.foreach_set("vector", co.ravel())
     set_point_attributes(mesh, layer, pixels, layer_colors(lpm, layer, pixels))
     footprint = lpm.points[layer, row, col, 2] / float(lpm.intrinsics[0, 0])  # one pixel's width at that depth
     radius = (0.5 * np.sqrt(2.0) * footprint).astype(np.float32)  # the disc through the pixel's corners
@@ -142,18 +145,20 @@ def points_object(name: str, lpm: LayeredPointMap, layer: int, point_size: float
 
 
 def mesh_object(name: str, lpm: LayeredPointMap, layer: int, max_rel_jump: float, material) -> bpy.types.Object:
-    """One layer as a grid mesh with depth-jump cuts and image UVs."""
+    """One layer as a grid mesh of quads and triangles, with depth-jump cuts and image UVs."""
     grid = layer_to_grid_mesh(lpm.points[layer], lpm.valid[layer], layer, max_rel_jump)
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(grid.vertices))
-    mesh.vertices.foreach_set("co", opencv_to_world(grid.vertices).ravel())
-    faces = grid.faces.astype(np.int32)
-    mesh.loops.add(faces.size)
-    mesh.loops.foreach_set("vertex_index", faces.ravel())
-    mesh.polygons.add(len(faces))
-    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
-    uv = mesh.uv_layers.new(name="UVMap")
-    uv.data.foreach_set("uv", grid.uvs[faces.ravel()].ravel())
+    mesh.attributes["position"].data.foreach_set("vector", opencv_to_world(grid.vertices).ravel())
+    corners = np.concatenate([grid.quads.ravel(), grid.triangles.ravel()])  # int32: each polygon's vertices
+    mesh.uv_layers.new(name="UVMap")
+    if len(corners):  # (a mesh without corners has no corner attributes either)
+        mesh.loops.add(len(corners))
+        mesh.attributes[".corner_vert"].data.foreach_set("value", corners)
+        mesh.polygons.add(len(grid.quads) + len(grid.triangles))
+        starts = np.arange(0, len(grid.quads) * 4, 4, dtype=np.int32)
+        mesh.polygons.foreach_set("loop_start", np.concatenate([starts, np.arange(len(starts) * 4, len(corners), 3)]))
+        mesh.attributes["UVMap"].data.foreach_set("vector", grid.uvs[corners].ravel())
     set_point_attributes(mesh, layer, grid.pixels, layer_colors(lpm, layer, grid.pixels))
     mesh.materials.append(material)
     mesh.update()
@@ -371,7 +376,7 @@ def layered_from_result(collection: bpy.types.Collection) -> LayeredPointMap:
         obj = next((o for o in objects if o.modifiers.get("Points")), objects[0])  # points carry every valid pixel
         n = len(obj.data.vertices)
         co = np.empty(n * 3, np.float32)
-        obj.data.vertices.foreach_get("co", co)
+        obj.data.attributes["position"].data.foreach_get("vector", co)
         pix = np.empty(n, np.int32)
         obj.data.attributes["wt_pixel"].data.foreach_get("value", pix)
         m = world_to_camera @ np.array(obj.matrix_world, dtype=np.float64)

@@ -71,7 +71,7 @@ def surface_mesh(name: str, centres: np.ndarray, voxel_size: float) -> bpy.types
     """
     scratch = bpy.data.meshes.new(f"{name} voxels")
     scratch.vertices.add(len(centres))
-    scratch.vertices.foreach_set("co", centres.astype(np.float32).ravel())
+    scratch.attributes["position"].data.foreach_set("vector", centres.astype(np.float32).ravel())
     obj = bpy.data.objects.new(f"{name} voxels", scratch)
     group = voxels_to_surface_group(voxel_size)
     try:
@@ -131,6 +131,8 @@ def solid_object(
     stays editable). Raises ValueError, with nothing left behind, when no surface comes out.
     """
     k, j, i = np.nonzero(grid.inside)
+    if not len(k):
+        raise ValueError(f"the solid is thinner than its voxels ({grid.voxel_size:.3g}); raise the detail")
     centres = grid.origin + grid.voxel_size * np.stack([i, j, k], axis=1)  # OpenCV camera space
     mesh = surface_mesh(name, np.stack([centres[:, 0], centres[:, 2], -centres[:, 1]], axis=1), grid.voxel_size)
     try:
@@ -164,7 +166,7 @@ def decorate(mesh: bpy.types.Mesh, lpm: LayeredPointMap, image: bpy.types.Image,
     """Attributes, projected UVs, the two materials and their faces, smooth shading (see the module docstring)."""
     n = len(mesh.vertices)
     world = np.empty(n * 3, np.float32)
-    mesh.vertices.foreach_get("co", world)
+    mesh.attributes["position"].data.foreach_get("vector", world)
     world = world.reshape(-1, 3)
     cam = np.stack([world[:, 0], -world[:, 2], world[:, 1]], axis=1)  # back to OpenCV camera space
     layer, pixel = nearest_sources(lpm, cam)
@@ -176,8 +178,9 @@ def decorate(mesh: bpy.types.Mesh, lpm: LayeredPointMap, image: bpy.types.Image,
 
     uv = projected_uvs(lpm, cam, pixel)
     loops = np.empty(len(mesh.loops), np.int32)
-    mesh.loops.foreach_get("vertex_index", loops)
-    mesh.uv_layers.new(name="UVMap").data.foreach_set("uv", uv[loops].ravel())
+    mesh.attributes[".corner_vert"].data.foreach_get("value", loops)
+    mesh.uv_layers.new(name="UVMap")
+    mesh.attributes["UVMap"].data.foreach_set("vector", uv[loops].ravel())
 
     faces = len(mesh.polygons)
     normal, centre = np.empty(faces * 3, np.float32), np.empty(faces * 3, np.float32)

@@ -4,9 +4,9 @@
 
 Installs the extension zip through Blender's own installer (Blender installs the bundled wheels),
 enables it, imports every module it ships, traces the bundled sample twice with
-`bpy.ops.world_tracing.trace_image`, renders one frame through the matched camera (Cycles, CPU),
-disables and re-enables it and traces once more. Prints one JSON line of figures and checks;
-exits non-zero at the first failure. Nothing here may import torch, PIL or the repository's code:
+`bpy.ops.world_tracing.trace_image` (points, then points, meshes and the solid), renders one frame
+through the matched camera (Cycles, CPU), disables and re-enables it and traces once more. Prints
+one JSON line of figures and checks; exits non-zero at the first failure. Nothing here may import torch, PIL or the repository's code:
 whatever the extension needs must come from its zip.
 """
 
@@ -109,7 +109,14 @@ def main() -> None:
 
     sample = Path(module.__file__).parent / "core" / "assets" / "sample.png"
     figures["first_trace_s"] = trace(bpy, sample, seed=0)
-    figures["second_trace_s"] = trace(bpy, sample, seed=1)
+    settings = bpy.context.scene.world_tracing
+    settings.output, settings.solid = "BOTH", True
+    figures["second_trace_s"] = trace(bpy, sample, seed=1)  # with meshes and the solid this time
+    faces = {o.name.split(" ", 2)[-1]: len(o.data.polygons) for o in settings.result.objects if o.type == "MESH"}
+    if not (faces.get("solid", 0) > 1000 and faces.get("mesh L0", 0) > 1000):
+        fail(f"the second trace should have built meshes and a solid, got faces {faces}")
+    figures["solid_faces"] = faces["solid"]
+    settings.output, settings.solid = "POINTS", False
     figures["render_alpha_iou"] = render_matched_view(bpy, args.out, sample)
 
     bpy.ops.preferences.addon_disable(module=MODULE)
