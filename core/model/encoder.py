@@ -87,6 +87,9 @@ class ImageEncoder(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.final_project = nn.Linear(cfg.num_features * dim, out_dim)
+
+    def initialize_weights(self) -> None:
+        """Its own tables' initialisation (the linear layers are the model's `initialize_weights`)."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
 

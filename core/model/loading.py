@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,16 @@ class ModelCard:
     image_size: int  # the model's square input side in pixels
     layers: int  # L geometry layers
     parameters: int
-    forward_flops: int  # one forward of one sample
+    config: WTDiTConfig = field(repr=False, compare=False)
     scene_framing: str | None  # how scene mode frames an image (None: letterbox; the releases "stretch" it)
     frame_correlation: float  # ρ of the initial noise across frames its sampler draws (0: independent)
     info: dict = field(default_factory=dict)  # ours: the file's info metadata (e.g. the training record)
+
+    @cached_property
+    def forward_flops(self) -> int:
+        """FLOPs of one forward of one sample, counted on the meta device when first asked for (counting
+        imports torch's compiler: ~1.5 s that a trace does not need to wait for)."""
+        return count_flops(self.config)["total"]
 
     def sample_config(self, **settings: Any) -> SampleConfig:
         """The sampler settings for this model: `settings` (steps, solver, ...) with its frame correlation."""
@@ -62,7 +69,7 @@ def make_card(
         image_size=cfg.image_size,
         layers=cfg.num_layers,
         parameters=count_parameters(cfg),
-        forward_flops=count_flops(cfg)["total"],
+        config=cfg,
         scene_framing=None if release == "ours" else "stretch",
         frame_correlation=release_frame_correlation(info.get("release", release), cfg),
         info=info,

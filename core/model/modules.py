@@ -50,6 +50,15 @@ def grid_positions(rows: int, cols: int, device: torch.device | None = None) -> 
 # ----------------------------------------------------------------------------------------------
 
 
+def embedding(num: int, dim: int) -> nn.Embedding:
+    """nn.Embedding(num, dim) with its N(0, 1) table, whose initialisation is skipped on the meta device
+    (models built there to be loaded): a random fill there imports torch's compiler, ~1.8 s, for nothing."""
+    table = nn.Embedding(num, dim, _weight=torch.empty(num, dim))
+    if not table.weight.is_meta:
+        nn.init.normal_(table.weight)
+    return table
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through scaled_dot_product_attention (flash kernels on GPU).
 

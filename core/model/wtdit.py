@@ -28,7 +28,7 @@ from ..geometry.camera import fov_to_focal
 from ..geometry.points import OBJECT_MEAN, OBJECT_STD
 from ..geometry.silhouette import inflate
 from .encoder import EncoderConfig, ImageEncoder
-from .modules import Attention, LayerScale, Mlp, grid_positions, rope_tables
+from .modules import Attention, LayerScale, Mlp, embedding, grid_positions, rope_tables
 
 BLOCK_TYPES = ("frame", "ray", "global")
 
@@ -126,7 +126,7 @@ class LayerFiLM(nn.Module):
 
     def __init__(self, num_layers: int, dim: int):
         super().__init__()
-        self.layer_embed = nn.Embedding(num_layers, dim)
+        self.layer_embed = embedding(num_layers, dim)
         self.proj = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 2 * dim))
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +148,7 @@ class DiTBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, layerscale_init: float):
         super().__init__()
-        self.modulation = nn.Parameter(torch.randn(6 * dim) / math.sqrt(dim))
+        self.modulation = nn.Parameter(torch.empty(6 * dim))  # N(0, 1/D): `WTDiT.initialize_weights`
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.attn = Attention(dim, num_heads, qkv_bias=False, qk_norm=True)
         self.ls1 = LayerScale(dim, layerscale_init)
@@ -229,7 +229,7 @@ class RefineHead(nn.Module):
     def __init__(self, num_layers: int, width: int):
         super().__init__()
         self.inp = nn.Conv2d(3 + 3 + 3 + 1, width, 3, padding=1)
-        self.layer_bias = nn.Embedding(num_layers, width)
+        self.layer_bias = embedding(num_layers, width)
         self.mid = nn.Conv2d(width, width, 3, padding=1)
         self.out = nn.Conv2d(width, 3, 3, padding=1)
 
@@ -307,16 +307,22 @@ class WTDiT(nn.Module):
             self.prior_placement = nn.Linear(D, 4)  # (log scale, z shift, tilt) of the prior, from the mean token
         if cfg.refine_width:
             self.refine = RefineHead(cfg.num_layers, cfg.refine_width)
-        self.initialize_weights()
+        if not self.head.out.weight.is_meta:  # built on the meta device to be loaded: nothing to initialise
+            self.initialize_weights()
 
     def initialize_weights(self) -> None:
         """Training-from-scratch initialisation (loaded checkpoints overwrite all of it)."""
+        self.encoder.initialize_weights()
         # Linear layers: Xavier uniform weights, zero biases (encoder included).
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        # Each block's own modulation: N(0, 1/D).
+        for m in self.modules():
+            if isinstance(m, DiTBlock):
+                nn.init.normal_(m.modulation, std=(m.modulation.numel() // 6) ** -0.5)
         # Layer embeddings: small normal.
         for film in (self.film, self.head.film):
             nn.init.normal_(film.layer_embed.weight, std=0.02)
