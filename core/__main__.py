@@ -98,7 +98,6 @@ def _trace(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .assets import default_checkpoint
-    from .geometry.edges import edge_filtered
     from .imageio import read_image
     from .inference import pick_device, trace_image
     from .model.loading import load_model
@@ -118,14 +117,12 @@ def _trace(args: argparse.Namespace) -> None:
             args.samples,
             on_step=lambda step: bar.update(1),
             framing=card.scene_framing if args.mode == "scene" else None,
+            edge_filter_strength=args.edge_filter,
         )
-    traced = int(result.valid.sum())
-    result = edge_filtered(result, args.edge_filter)
     result.save(args.out)
-    kept = int(result.valid.sum())
     print(
         f"wrote {args.out}: {result.num_layers} layers at {result.width}×{result.height}, "
-        f"{kept} points ({traced - kept} dropped by the edge filter), fx={result.intrinsics[0, 0]:.1f}px"
+        f"{int(result.valid.sum())} points (edge filter {args.edge_filter:g}), fx={result.intrinsics[0, 0]:.1f}px"
     )
 
 

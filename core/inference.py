@@ -15,12 +15,14 @@ import numpy as np
 import torch
 
 from .geometry.camera import make_intrinsics, points_to_intrinsics
+from .geometry.edges import DEFAULT_STRENGTH, edge_filter
 from .geometry.points import PointNormalization, collapsed_layers_to_valid, pixel_rays
 from .imageio import BACKGROUND, ImageBox, foreground_mask, prepare_image
 from .layered import LayeredPointMap
 from .model.wtdit import WTDiT
 from .sampling import DEFAULT_SAMPLING, SampleConfig, SamplerStep, initial_noise, sample_steps
 
+RESTORE_ROWS = 256  # input rows restored at a time (bounds the temporaries of large inputs)
 COLLAPSE_GAP = 0.01  # a layer counts when it lies this fraction of its depth behind the previous one
 
 
@@ -113,6 +115,7 @@ def trace_image(
     samples: int = 1,
     on_step: Callable[[SamplerStep], None] | None = None,
     framing: str | None = None,
+    edge_filter_strength: float = DEFAULT_STRENGTH,
 ) -> LayeredPointMap:
     """Trace one RGBA image (H, W, 4) uint8 of any size into a layered point map at H×W.
 
@@ -120,6 +123,9 @@ def trace_image(
     framed by a square around it; "scene": the whole frame, letterboxed (or as `framing` says).
     With samples > 1 every sample is kept in `extras["samples_points"]` (K, L, H, W, 3) and
     `extras["samples_valid"]`; sample 0 (seed) is the main result, sample k used seed + k.
+    Flying points go (`core.geometry.edges`, at `edge_filter_strength`; 0: off): judged at the
+    model's resolution, where the prediction has its detail, and dropped with every input pixel they
+    cover (the cost does not grow with the input's size).
     """
     size = model.cfg.image_size
     framing = framing or ("crop" if mode == "object" else "letterbox")
@@ -128,8 +134,10 @@ def trace_image(
     foreground = torch.from_numpy(prepared.foreground)[None].expand(samples, -1, -1)
     pred = predict(model, normalization, image, foreground, cfg, seed, on_step)
     box = prepared.box
-    intrinsics = intrinsics_in_input(pred.points[0, 0].cpu().numpy(), pred.valid[0, 0].cpu().numpy(), box)
-    points, valid = restore_layers(pred.points.cpu(), pred.valid.cpu(), box, intrinsics, foreground_mask(rgba, mode))
+    model_points, model_valid = pred.points.cpu(), pred.valid.cpu()
+    intrinsics = intrinsics_in_input(model_points[0, 0].numpy(), model_valid[0, 0].numpy(), box)
+    kept = torch.from_numpy(edge_filter(model_points.numpy(), model_valid.numpy(), edge_filter_strength))
+    points, valid = restore_layers(model_points, model_valid, box, intrinsics, foreground_mask(rgba, mode), kept)
     extras = {}
     if samples > 1:
         extras = {"samples_points": points.numpy(), "samples_valid": valid.numpy()}
@@ -172,25 +180,42 @@ def nearest_foreground_index(foreground: np.ndarray, reach: int = 4) -> np.ndarr
 
 
 def restore_layers(
-    points: torch.Tensor, valid: torch.Tensor, box: ImageBox, intrinsics: np.ndarray, foreground: np.ndarray
+    points: torch.Tensor,
+    valid: torch.Tensor,
+    box: ImageBox,
+    intrinsics: np.ndarray,
+    foreground: np.ndarray,
+    kept: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Model-resolution layers [K, L, S, S, 3] → input resolution [K, L, H, W, 3].
 
-    Layer 0 is valid exactly on the input's own `foreground` (H, W); each of its pixels takes depth
-    and layer validity from the nearest model pixel the model saw as foreground (nearest neighbour:
-    never interpolated across a depth jump). Every point is then put on its own pixel's ray, so
-    layer 0 projects onto pixel centres.
+    Layer 0 is valid on the input's own `foreground` (H, W); each of its pixels takes depth and layer
+    validity from the nearest model pixel the model saw as foreground (nearest neighbour: never
+    interpolated across a depth jump). `kept` [K, L, S, S] (default: `valid`) is the validity taken
+    along: `valid` less the edge filter's flying pixels drops the input pixels those cover. Every
+    point is then put on its own pixel's ray, so layer 0 projects onto pixel centres.
     """
     height, width = foreground.shape
-    S0, S1 = valid.shape[2:]
+    K, L, S0, S1 = valid.shape
     v = (np.arange(height) + 0.5) * box.scale_y + box.offset_y  # model rows of input pixels
     u = (np.arange(width) + 0.5) * box.scale_x + box.offset_x
-    inside = ((v >= 0) & (v < S0))[:, None] & ((u >= 0) & (u < S1))[None]
     rows, cols = np.clip(np.floor(v).astype(int), 0, S0 - 1), np.clip(np.floor(u).astype(int), 0, S1 - 1)
-    source = nearest_foreground_index(valid[0, 0].cpu().numpy())[rows[:, None], cols[None]]  # [H, W]
-    usable = torch.from_numpy(foreground & inside & (source >= 0))
-    source = torch.from_numpy(np.maximum(source, 0))
-    z = points[..., 2].flatten(2)[:, :, source]  # [K, L, H, W]
-    valid = valid.flatten(2)[:, :, source] & usable
-    rays = pixel_rays(torch.from_numpy(intrinsics), height, width)  # [H, W, 3]
-    return z[..., None] * rays * valid[..., None], valid
+    inside_rows, inside_cols = (v >= 0) & (v < S0), (u >= 0) & (u < S1)
+    nearest = nearest_foreground_index(valid[0, 0].cpu().numpy())  # [S0, S1]
+    z_model, kept_model = points[..., 2].flatten(2), (valid if kept is None else kept).flatten(2)  # [K, L, S0·S1]
+    k = torch.from_numpy(intrinsics)
+    x_per_z, y_per_z = pixel_rays(k, 1, width)[0, :, 0], pixel_rays(k, height, 1)[:, 0, 1]  # [W], [H]
+    out = torch.empty(K, L, height, width, 3)
+    out_valid = torch.empty(K, L, height, width, dtype=torch.bool)
+    for r0 in range(0, height, RESTORE_ROWS):  # a band of rows at a time: no full-size temporaries
+        r1 = min(height, r0 + RESTORE_ROWS)
+        source = nearest[rows[r0:r1, None], cols[None]]  # [h, W]
+        usable = foreground[r0:r1] & inside_rows[r0:r1, None] & inside_cols[None] & (source >= 0)
+        source_t = torch.from_numpy(np.maximum(source, 0))
+        band_valid = kept_model[:, :, source_t] & torch.from_numpy(usable)  # [K, L, h, W]
+        z = z_model[:, :, source_t] * band_valid
+        out[:, :, r0:r1, :, 0] = z * x_per_z
+        out[:, :, r0:r1, :, 1] = z * y_per_z[r0:r1, None]
+        out[:, :, r0:r1, :, 2] = z
+        out_valid[:, :, r0:r1] = band_valid
+    return out, out_valid

@@ -7,12 +7,16 @@ Axes: L layers (front to back), H×W pixels. Points are in OpenCV camera space
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from .atomic import write_atomic
+
+NPZ_LEVEL = 1  # deflate level of written traces: half the time of numpy's default for ~15 % more bytes
 
 #: Keys every `trace` file holds, with their dtype and rank.
 REQUIRED_KEYS = {
@@ -88,7 +92,7 @@ class LayeredPointMap:
     def save(self, path: str | os.PathLike) -> None:
         """Write the `trace` .npz atomically (temporary file, then rename)."""
         arrays = dict(self.extras, points=self.points, valid=self.valid, intrinsics=self.intrinsics, image=self.image)
-        write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
+        write_atomic(path, lambda f: write_npz(f, arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayeredPointMap:
@@ -129,9 +133,19 @@ def check_arrays(points: np.ndarray, valid: np.ndarray, intrinsics: np.ndarray, 
         raise LayeredFileError(f"image must be uint8 {(H, W, 3)}, got {image.dtype} {image.shape}")
     if not np.all(np.isfinite(intrinsics)) or intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0:
         raise LayeredFileError(f"intrinsics need finite, positive focal lengths, got {intrinsics.tolist()}")
-    if not np.all(np.isfinite(points[valid])):
-        raise LayeredFileError("points hold NaN or inf at valid pixels")
-    if np.any(valid[1:] & ~valid[:-1]):
-        raise LayeredFileError(
-            "a layer is valid where the layer before it is not (layers must be filled front to back)"
-        )
+    for k in range(L):  # layer by layer: the temporaries stay one layer's size
+        if not np.all(np.isfinite(points[k][valid[k]])):
+            raise LayeredFileError("points hold NaN or inf at valid pixels")
+        if k and np.any(valid[k] & ~valid[k - 1]):
+            raise LayeredFileError(
+                "a layer is valid where the layer before it is not (layers must be filled front to back)"
+            )
+
+
+def write_npz(file: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """A compressed .npz (what np.load reads) of `arrays`, each streamed into the zip without a copy, at
+    deflate level NPZ_LEVEL."""
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_LEVEL) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)

@@ -30,6 +30,7 @@ class TraceRequest:
     steps: int
     seed: int
     samples: int
+    edge_filter: float  # strength of the edge filter (0: off)
     image_path: str = ""  # read from disk in the worker ...
     pixels: np.ndarray | None = None  # ... or RGBA uint8 (H, W, 4) taken from a Blender image
     label: str = "the image"  # how messages name the input
@@ -167,7 +168,16 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
     try:
         framing = card.scene_framing if request.mode == "scene" else None
         return trace_image(
-            model, normalization, rgba, request.mode, cfg, request.seed, request.samples, on_step, framing
+            model,
+            normalization,
+            rgba,
+            request.mode,
+            cfg,
+            request.seed,
+            request.samples,
+            on_step,
+            framing,
+            request.edge_filter,
         )
     except TraceCancelled:
         raise Cancelled() from None

@@ -109,6 +109,7 @@ def make_request(
         steps=settings.steps,
         seed=seed,
         samples=settings.samples,
+        edge_filter=settings.edge_filter,
     )
     if filepath:
         request.image_path = bpy.path.abspath(filepath)

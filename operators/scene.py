@@ -20,7 +20,6 @@ import bpy
 import numpy as np
 
 from ..core.geometry.camera import blender_camera_to_intrinsics, intrinsics_to_blender_camera
-from ..core.geometry.edges import DEFAULT_STRENGTH, edge_filtered
 from ..core.geometry.meshing import layer_to_grid_mesh
 from ..core.geometry.occupancy import DIVISIONS
 from ..core.layered import LAYER_COLOURS, LayeredPointMap
@@ -39,7 +38,6 @@ class BuildOptions:
     layers: tuple[int, ...] | None = None  # layers to build (None: all)
     max_rel_jump: float = 0.05  # meshes: cut triangles whose depth ratio exceeds 1 + this
     point_size: float = 1.0  # points: radius in pixel footprints (1 = each point covers its whole pixel)
-    edge_filter: float = DEFAULT_STRENGTH  # points and meshes: drop flying points at depth edges (0: off)
     solid: bool = False  # also one watertight mesh of the whole result (operators/solid.py)
     solid_detail: int = DIVISIONS  # solid: voxels along the diagonal of its bounding box
     solid_hidden: str = "NEUTRAL"  # solid: hidden faces grey ("NEUTRAL") or the pixel's colour ("NEAREST")
@@ -266,13 +264,9 @@ def build_result(
     """Create the result collection `name` (a new name: see `result_name`), or rebuild `replace` in place
     (same name and result id: Resample, sample flips).
 
-    Points, meshes and the solid are built from `lpm` less its flying points (`edge_filtered` at
-    options.edge_filter; a mesh loses their faces). A replaced result is only removed once the new one is
-    complete; if building fails, what was created is removed and the error propagates, so nothing
-    half-built is left.
+    A replaced result is only removed once the new one is complete; if building fails, what was created
+    is removed and the error propagates, so nothing half-built is left.
     """
-    # without its extras: the other samples are not built, so not filtered either
-    lpm = edge_filtered(LayeredPointMap(lpm.points, lpm.valid, lpm.intrinsics, lpm.image), options.edge_filter)
     voxels = solid_voxels(lpm, options.solid_detail, options.solid_hidden) if options.solid else None
     previous = replace
     if previous is not None:

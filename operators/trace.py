@@ -59,7 +59,6 @@ def build_options(settings) -> BuildOptions:
         layers=tuple(range(settings.layers)),
         max_rel_jump=settings.max_rel_jump,
         point_size=settings.point_size,
-        edge_filter=settings.edge_filter,
         solid=settings.solid,
         solid_detail=settings.solid_detail,
         solid_hidden=settings.solid_hidden,

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from conftest import BACK, FRONT, plane_points, step_edge_map
 
-from core.geometry.edges import edge_filter, edge_filtered
-from core.layered import LayeredPointMap
+from core.geometry.edges import edge_filter
 
 
 @pytest.mark.parametrize("block", [1, 4])
@@ -34,7 +33,7 @@ def test_a_clean_edge_and_a_thin_pole_lose_nothing():
 def test_strength_zero_is_off():
     lpm = step_edge_map()
     np.testing.assert_array_equal(edge_filter(lpm.points, lpm.valid, 0.0), lpm.valid)
-    assert edge_filtered(lpm, 0.0) is lpm
+    assert edge_filter(lpm.points, lpm.valid, 0.0) is lpm.valid
     with pytest.raises(ValueError, match="at least 0"):
         edge_filter(lpm.points, lpm.valid, -1.0)
 
@@ -51,19 +50,32 @@ def test_a_smooth_slanted_plane_loses_nothing_at_the_default_strength():
     assert 0 < (~strict).sum() and not (strict & ~valid).any()
 
 
-def test_filtered_maps_keep_the_format_and_their_samples_agree():
-    """A pixel dropped in layer 0 is dropped behind it too (layers stay filled front to back), points are zero
-    where not valid, and sample 0 stays the main result."""
-    one = step_edge_map()
+def test_traces_are_filtered_at_the_model_resolution_and_upsampled_without_the_flying_blocks():
+    """restore_layers with the filter's verdict at the model's resolution: upsampled 4× to the input, the
+    flying model pixels are dropped with every input pixel they cover, in every layer behind them too and
+    in every sample, both planes keep their pixels, and the points stay on their pixels' rays."""
+    import torch
+
+    from core.imageio import ImageBox
+    from core.inference import restore_layers
+
+    one = step_edge_map()  # the model's 8×16 prediction: a step edge with a ramp of flying pixels
     back = plane_points(np.full(one.valid.shape[1:], 5.0), float(one.intrinsics[0, 0]))[None]
-    points, valid = np.concatenate([one.points, back]), np.ones((2, *one.valid.shape[1:]), bool)
-    samples_points, samples_valid = np.stack([points, points[:, :, ::-1]]), np.stack([valid, valid])
-    lpm = LayeredPointMap(
-        points, valid, one.intrinsics, one.image, {"samples_points": samples_points, "samples_valid": samples_valid}
+    points = np.stack([np.concatenate([one.points, back])] * 2)  # [K=2, L=2, 8, 16, 3]
+    points[1] = points[1, :, :, ::-1]  # sample 1: the edge mirrored
+    valid = np.ones(points.shape[:-1], bool)
+    kept = edge_filter(points, valid)
+    np.testing.assert_array_equal(kept[:, 1], kept[:, 0])  # the back plane loses what the front layer lost
+    assert kept.sum() < valid.sum()
+    scale = 4
+    H, W = 8 * scale, 16 * scale
+    K = np.array([[10.0 * scale, 0, W / 2], [0, 10.0 * scale, H / 2], [0, 0, 1]], np.float32)
+    box = ImageBox(1 / scale, 1 / scale, 0.0, 0.0)
+    out_points, out_valid = restore_layers(
+        torch.from_numpy(points), torch.from_numpy(valid), box, K, np.ones((H, W), bool), torch.from_numpy(kept)
     )
-    out = edge_filtered(lpm)
-    np.testing.assert_array_equal(out.valid[1], out.valid[0])  # the back plane itself has no edge
-    assert out.valid.sum() < lpm.valid.sum() and not out.points[~out.valid].any()
-    np.testing.assert_array_equal(out.extras["samples_points"][0], out.points)
-    np.testing.assert_array_equal(out.extras["samples_valid"][0], out.valid)
-    np.testing.assert_array_equal(out.extras["samples_valid"][1], out.valid[:, :, ::-1])
+    blocks = np.repeat(np.repeat(kept, scale, axis=-2), scale, axis=-1)
+    np.testing.assert_array_equal(out_valid.numpy(), blocks)  # each model pixel's verdict on its block
+    z = out_points[..., 2].numpy()
+    assert not z[~blocks].any() and ((z[0, 0] == FRONT) | (z[0, 0] == BACK) | ~blocks[0, 0]).all()
+    assert (z[0, 0] == FRONT).sum() >= (6 - 1) * scale * H and (z[0, 0] == BACK).sum() >= (7 - 1) * scale * H

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import BACK, DATA, FRONT, MODULE, ROOT, SAMPLE, datablock_counts, result_collection, step_edge_map, trace
+from conftest import DATA, MODULE, ROOT, SAMPLE, datablock_counts, result_collection, trace
 from PIL import Image
 
 
@@ -299,40 +299,34 @@ def test_samples_can_be_flipped_and_kept(bpy_ext):
 
 
 def test_edge_filter_drops_flying_points_from_points_and_meshes(bpy_ext):
-    """The panel's Edge Filter (on by default) reaches the scene builder: the flying points of a depth edge
-    leave the point cloud, and the mesh loses them with the faces the depth-jump cut had left (a curtain
-    between the surfaces); every point left still carries wt_layer and wt_pixel."""
-    from core.geometry.edges import edge_filter
-
+    """The panel's Edge Filter (on by default) reaches the trace: with the same seed, the filtered result's
+    points are a strict subset of the unfiltered one's, layer by layer, the same points where kept, and its
+    meshes lose the faces around the dropped ones; every point left carries wt_layer and wt_pixel."""
     bpy = bpy_ext
-    scene_mod, trace_mod = (sys.modules[f"{MODULE}.operators.{name}"] for name in ("scene", "trace"))
     settings = bpy.context.scene.world_tracing
     assert settings.edge_filter == 1.0
-    settings.max_rel_jump = 1.0  # the cut alone keeps the ramp's triangles (depth ratios up to 1.5)
-    lpm = step_edge_map()
     built = {}
     for strength in (0.0, 1.0):
         settings.edge_filter = strength
-        options = trace_mod.build_options(settings)
-        collection = scene_mod.build_result(bpy.context.scene, lpm, scene_mod.result_name("edge"), options)
-        geometry = [o for o in collection.objects if o.type == "MESH"]
-        pixels = []
-        for obj in geometry:
+        assert trace(bpy, seed=5) == {"FINISHED"}
+        points, faces = {}, 0
+        for obj in result_collection(bpy).objects:
+            if obj.type != "MESH":
+                continue
             n = len(obj.data.vertices)
-            layer, pixel = np.empty(n, np.int32), np.empty(n, np.int32)
+            co, layer, pixel = np.empty(n * 3, np.float32), np.empty(n, np.int32), np.empty(n, np.int32)
+            obj.data.vertices.foreach_get("co", co)
             obj.data.attributes["wt_layer"].data.foreach_get("value", layer)
             obj.data.attributes["wt_pixel"].data.foreach_get("value", pixel)
-            assert (layer == 0).all()
-            pixels.append(np.sort(pixel))
-        np.testing.assert_array_equal(pixels[0], pixels[1])  # points and mesh: the same pixels
-        faces = sum(len(o.data.polygons) for o in geometry)
-        built[strength] = pixels[0], faces
-    (all_pixels, curtain), (kept, faces) = built[0.0], built[1.0]
-    np.testing.assert_array_equal(all_pixels, np.flatnonzero(lpm.valid[0]))
-    np.testing.assert_array_equal(kept, np.flatnonzero(edge_filter(lpm.points, lpm.valid)[0]))
-    z = lpm.points[0, ..., 2].ravel()[kept]
-    assert len(kept) < len(all_pixels) and not ((z > FRONT + 0.01) & (z < BACK - 0.01)).any()
-    assert 0 < faces < curtain
+            if obj.modifiers.get("Points"):
+                points[int(layer[0])] = dict(zip(pixel.tolist(), co.reshape(-1, 3).tolist(), strict=True))
+            faces += len(obj.data.polygons)
+        built[strength] = points, faces
+    (everything, curtain), (kept, faces) = built[0.0], built[1.0]
+    assert sum(map(len, kept.values())) < sum(map(len, everything.values())) and faces < curtain
+    for k, layer in kept.items():
+        assert set(layer) <= set(everything[k])
+        np.testing.assert_allclose([layer[p] for p in layer], [everything[k][p] for p in layer], atol=1e-6)
 
 
 def test_a_packed_blender_image_traces_and_is_never_deleted(bpy_ext):

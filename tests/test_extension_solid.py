@@ -27,7 +27,7 @@ def layered(points: np.ndarray, valid: np.ndarray):
 
 def build_solid(bpy, lpm, **options):
     scene = scene_module()
-    opts = scene.BuildOptions(output="POINTS", solid=True, edge_filter=0.0, **options)
+    opts = scene.BuildOptions(output="POINTS", solid=True, **options)
     collection = scene.build_result(bpy.context.scene, lpm, scene.result_name("solid"), opts)
     return next(o for o in collection.objects if o.get("wt_solid"))
 

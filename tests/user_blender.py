@@ -6,8 +6,8 @@ Installs the extension zip through Blender's own installer (Blender installs the
 enables it, imports every module it ships, traces the bundled sample twice with
 `bpy.ops.world_tracing.trace_image` (points, then points, meshes and the solid), renders one frame
 through the matched camera (Cycles, CPU), disables and re-enables it and traces once more. Prints
-one JSON line of figures and checks; exits non-zero at the first failure. Nothing here may import torch, PIL or the repository's code:
-whatever the extension needs must come from its zip.
+one JSON line of figures and checks; exits non-zero at the first failure. Nothing here may import
+torch, PIL or the repository's code: whatever the extension needs must come from its zip.
 """
 
 from __future__ import annotations

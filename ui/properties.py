@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 
+from ..core.geometry.edges import DEFAULT_STRENGTH
 from ..operators.scene import BuildOptions, match_render, result_layers
 from ..preferences import preferences
 
@@ -102,11 +103,11 @@ class WT_Settings(bpy.types.PropertyGroup):
     )
     edge_filter: FloatProperty(
         name="Edge Filter",
-        default=BuildOptions.edge_filter,
+        default=DEFAULT_STRENGTH,
         min=0.0,
         soft_max=4.0,
         description="Drop flying points, those hanging between the near and far surface of a depth edge, "
-        "from points and meshes (0: off, 1: default, higher: stricter, smaller depth gaps count)",
+        "when tracing (0: off, 1: default, higher: stricter, smaller depth gaps count)",
     )
     point_size: FloatProperty(
         name="Point Size",

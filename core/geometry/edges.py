@@ -13,16 +13,15 @@ neighbour on its own side, so both sides of a clean edge survive; a thin structu
 than both neighbours) is not between them and survives too. Only the boundary's ramp goes.
 
 A "neighbour" is the first pixel along the line whose depth differs from the pixel's own (up to REACH
-steps, never across an invalid pixel): a trace larger than the model's resolution is upsampled by nearest
-neighbour (`restore_layers`), so one model pixel is a block of equal depths, and a flying block is
-judged by the blocks beside it.
+steps, never across an invalid pixel): in a map upsampled by nearest neighbour one source pixel is a
+block of equal depths, and a flying block is judged by the blocks beside it. Traces are filtered at
+the model's resolution, before they are upsampled (`core.inference.trace_image`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..layered import LayeredPointMap
 from .meshing import on_one_surface
 
 #: Relative depth gap (far / near − 1) to both neighbours on a line that makes a pixel flying at strength 1.
@@ -96,17 +95,3 @@ def edge_filter(points: np.ndarray, valid: np.ndarray, strength: float = DEFAULT
         return valid
     kept = valid & ~flying_pixels(points[..., 2], valid, edge_threshold(strength))
     return np.logical_and.accumulate(kept, axis=-3)
-
-
-def edge_filtered(lpm: LayeredPointMap, strength: float = DEFAULT_STRENGTH) -> LayeredPointMap:
-    """`lpm` with `edge_filter` applied to its points and to every sample (`samples_points`/`samples_valid`),
-    points zeroed where no longer valid; other extras as they are. strength 0 returns `lpm` itself."""
-    if strength == 0:
-        return lpm
-    valid = edge_filter(lpm.points, lpm.valid, strength)
-    extras = dict(lpm.extras)
-    if "samples_points" in extras:
-        samples_valid = edge_filter(extras["samples_points"], extras["samples_valid"], strength)
-        extras["samples_points"] = extras["samples_points"] * samples_valid[..., None]
-        extras["samples_valid"] = samples_valid
-    return LayeredPointMap(lpm.points * valid[..., None], valid, lpm.intrinsics, lpm.image, extras)
