@@ -98,11 +98,15 @@ def _trace(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .assets import default_checkpoint
-    from .imageio import read_image
+    from .geometry.far_limit import DEFAULT_SCENE_FACTOR
+    from .imageio import read_image, with_mask
     from .inference import pick_device, trace_image
     from .model.loading import load_model
 
     rgba = read_image(args.image)
+    if args.mask:
+        rgba = with_mask(rgba, read_image(args.mask))
+    far = args.far_limit if args.far_limit is not None else DEFAULT_SCENE_FACTOR if args.mode == "scene" else 0.0
     device = pick_device(args.device)
     model, normalization, card = load_model(args.checkpoint or default_checkpoint(), device)
     cfg = card.sample_config(steps=args.steps, solver=args.solver)
@@ -118,11 +122,13 @@ def _trace(args: argparse.Namespace) -> None:
             on_step=lambda step: bar.update(1),
             framing=card.scene_framing if args.mode == "scene" else None,
             edge_filter_strength=args.edge_filter,
+            far_limit_factor=far,
         )
     result.save(args.out)
     print(
         f"wrote {args.out}: {result.num_layers} layers at {result.width}×{result.height}, "
-        f"{int(result.valid.sum())} points (edge filter {args.edge_filter:g}), fx={result.intrinsics[0, 0]:.1f}px"
+        f"{int(result.valid.sum())} points (edge filter {args.edge_filter:g}, far limit {far:g}), "
+        f"fx={result.intrinsics[0, 0]:.1f}px"
     )
 
 
@@ -167,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerateConfig
     from .data.recipe import FAMILIES
     from .geometry.edges import BASE_REL_JUMP, DEFAULT_STRENGTH
+    from .geometry.far_limit import DEFAULT_SCENE_FACTOR
     from .geometry.occupancy import DIVISIONS
     from .geometry.points import NORMALIZATIONS
     from .geometry.solid import MAX_FACES
@@ -202,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="drop flying points between the surfaces of a depth edge: those more than "
         f"{BASE_REL_JUMP:g}/S in relative depth from both neighbours they lie between (0: off; larger: stricter)",
+    )
+    t.add_argument(
+        "--mask",
+        help="object mode: a mask image from any tool (white or opaque = the object), instead of the image's "
+        "alpha or a keyed-out background; same size as the image",
+    )
+    t.add_argument(
+        "--far-limit",
+        type=non_negative_float,
+        metavar="N",
+        help="drop points beyond N × the median visible depth: sky and far background (0: off; default: "
+        f"{DEFAULT_SCENE_FACTOR:g} in scene mode, off in object mode)",
     )
     t.set_defaults(func=_trace)
 

@@ -98,6 +98,24 @@ class PreparedImage:
 FRAMINGS = ("crop", "letterbox", "stretch")
 
 
+def with_mask(rgba: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`rgba` (H, W, 4) uint8 with its alpha replaced by a mask image's foreground (a copy).
+
+    mask: (H, W, 4) uint8, a mask from any tool: its alpha where it has transparency, else its
+    brightness (mean of RGB) > 127. Raises ValueError when the sizes differ or the mask is empty.
+    """
+    if mask.shape[:2] != rgba.shape[:2]:
+        raise ValueError(
+            f"the mask is {mask.shape[1]}×{mask.shape[0]} pixels but the image is {rgba.shape[1]}×{rgba.shape[0]}"
+        )
+    inside = mask[..., 3] > 127 if mask[..., 3].min() < 255 else mask[..., :3].mean(axis=-1) > 127
+    if not inside.any():
+        raise ValueError("the mask is empty: nothing is marked as foreground (white or opaque)")
+    out = rgba.copy()
+    out[..., 3] = np.where(inside, 255, 0).astype(np.uint8)
+    return out
+
+
 def square_around_foreground(foreground: np.ndarray, fill: float = 2 / 3) -> tuple[int, int, int]:
     """(top, left, side) of the square centred on the foreground's bounding box, which spans `fill` of it.
 

@@ -16,6 +16,7 @@ import torch
 
 from .geometry.camera import make_intrinsics, points_to_intrinsics
 from .geometry.edges import DEFAULT_STRENGTH, edge_filter
+from .geometry.far_limit import far_limit
 from .geometry.points import PointNormalization, collapsed_layers_to_valid, pixel_rays
 from .imageio import BACKGROUND, ImageBox, foreground_mask, prepare_image
 from .layered import LayeredPointMap
@@ -116,6 +117,7 @@ def trace_image(
     on_step: Callable[[SamplerStep], None] | None = None,
     framing: str | None = None,
     edge_filter_strength: float = DEFAULT_STRENGTH,
+    far_limit_factor: float = 0.0,
 ) -> LayeredPointMap:
     """Trace one RGBA image (H, W, 4) uint8 of any size into a layered point map at H×W.
 
@@ -125,7 +127,8 @@ def trace_image(
     `extras["samples_valid"]`; sample 0 (seed) is the main result, sample k used seed + k.
     Flying points go (`core.geometry.edges`, at `edge_filter_strength`; 0: off): judged at the
     model's resolution, where the prediction has its detail, and dropped with every input pixel they
-    cover (the cost does not grow with the input's size).
+    cover (the cost does not grow with the input's size); so do points beyond `far_limit_factor` × the
+    median visible depth (`core.geometry.far_limit`; 0: off).
     """
     size = model.cfg.image_size
     framing = framing or ("crop" if mode == "object" else "letterbox")
@@ -136,7 +139,8 @@ def trace_image(
     box = prepared.box
     model_points, model_valid = pred.points.cpu(), pred.valid.cpu()
     intrinsics = intrinsics_in_input(model_points[0, 0].numpy(), model_valid[0, 0].numpy(), box)
-    kept = torch.from_numpy(edge_filter(model_points.numpy(), model_valid.numpy(), edge_filter_strength))
+    filtered = edge_filter(model_points.numpy(), model_valid.numpy(), edge_filter_strength)
+    kept = torch.from_numpy(far_limit(model_points.numpy(), filtered, far_limit_factor))
     points, valid = restore_layers(model_points, model_valid, box, intrinsics, foreground_mask(rgba, mode), kept)
     extras = {}
     if samples > 1:

@@ -31,9 +31,11 @@ class TraceRequest:
     seed: int
     samples: int
     edge_filter: float  # strength of the edge filter (0: off)
+    far_limit: float  # drop points beyond this × the median visible depth (0: off)
     image_path: str = ""  # read from disk in the worker ...
     pixels: np.ndarray | None = None  # ... or RGBA uint8 (H, W, 4) taken from a Blender image
     label: str = "the image"  # how messages name the input
+    mask: np.ndarray | None = None  # object mode: RGBA uint8 (H, W, 4) of a mask image (`with_mask`)
 
 
 @dataclass
@@ -148,11 +150,13 @@ def check_model(checkpoint: str, device_name: str) -> dict:
 
 def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event):
     """The work itself (any thread): returns a LayeredPointMap; raises Cancelled or a clear error."""
-    from ..core.imageio import read_image
+    from ..core.imageio import read_image, with_mask
     from ..core.inference import TraceCancelled, trace_image
 
     progress.stage = "reading image"
     rgba = request.pixels if request.pixels is not None else read_image(request.image_path)
+    if request.mask is not None:
+        rgba = with_mask(rgba, request.mask)
     progress.stage = "loading model"
     model, normalization, card = load_model_cached(request.checkpoint, request.device)
     if cancel.is_set():
@@ -178,6 +182,7 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
             on_step,
             framing,
             request.edge_filter,
+            request.far_limit,
         )
     except TraceCancelled:
         raise Cancelled() from None

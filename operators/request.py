@@ -110,7 +110,10 @@ def make_request(
         seed=seed,
         samples=settings.samples,
         edge_filter=settings.edge_filter,
+        far_limit=settings.far_limit if settings.mode == "scene" else 0.0,
     )
+    if settings.mode == "object" and settings.mask is not None:
+        request.mask = image_pixels(settings.mask)
     if filepath:
         request.image_path = bpy.path.abspath(filepath)
         request.label = stem = Path(request.image_path).stem

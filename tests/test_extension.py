@@ -389,3 +389,27 @@ def test_source_tree_enables_as_a_linked_development_extension(tmp_path):
         [sys.executable, "-c", LINKED, str(repo)], capture_output=True, text=True, env=env, cwd=tmp_path
     )
     assert run.returncode == 0 and "enabled" in run.stdout, run.stderr[-2000:]
+
+
+def test_a_mask_image_from_the_panel_sets_the_object(bpy_ext, tmp_path):
+    """The panel's Mask (object mode) replaces the image's alpha: layer 0's points are exactly the mask's
+    white pixels; scene mode ignores it and sends the Far Limit instead."""
+    bpy = bpy_ext
+    W, H = Image.open(SAMPLE).size
+    mask = np.zeros((H, W), np.uint8)
+    mask[: H // 2, W // 3 :] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    settings = bpy.context.scene.world_tracing
+    settings.mask = bpy.data.images.load(str(tmp_path / "mask.png"))
+    settings.edge_filter = 0.0
+    assert trace(bpy) == {"FINISHED"}
+    obj = next(o for o in result_collection(bpy).objects if o.modifiers.get("Points") and o.name.endswith("L0"))
+    pixels = np.empty(len(obj.data.vertices), np.int32)
+    obj.data.attributes["wt_pixel"].data.foreach_get("value", pixels)
+    np.testing.assert_array_equal(np.sort(pixels), np.flatnonzero(mask))
+    make_request = sys.modules[f"{MODULE}.operators.request"].make_request
+    request, _, _ = make_request(bpy.context, 0, str(SAMPLE))
+    assert request.mask is not None and request.far_limit == 0.0
+    settings.mode, settings.far_limit = "scene", 5.0
+    request, _, _ = make_request(bpy.context, 0, str(SAMPLE))
+    assert request.mask is None and request.far_limit == 5.0

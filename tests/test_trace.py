@@ -247,3 +247,23 @@ def test_object_framing_centres_the_foreground_at_two_thirds():
     rows, cols = np.nonzero(prepared.foreground)
     assert cols.max() - cols.min() + 1 == pytest.approx(60, abs=2)
     assert abs((rows.min() + rows.max()) / 2 - 45) <= 1.5 and abs((cols.min() + cols.max()) / 2 - 45) <= 1.5
+
+
+def test_a_mask_image_sets_the_object(random_checkpoint, tmp_path):
+    """`--mask` takes the object from a mask made by any tool (white = object) instead of the image's own
+    alpha: layer 0 lies exactly on the mask; a mask of another size is refused in one line, nothing written."""
+    rgba = np.asarray(Image.open(DATA / "object_rgba.png").convert("RGBA"))
+    H, W = rgba.shape[:2]
+    mask = np.zeros((H, W), np.uint8)
+    mask[H // 4 : 3 * H // 4, : W // 2] = 255  # a box over the left half, whatever the alpha says
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "masked.npz"
+    args = ["--checkpoint", str(random_checkpoint), "--steps", "1", "--device", "cpu", "--edge-filter", "0"]
+    result = run_trace(str(DATA / "object_rgba.png"), "--out", str(out), "--mask", str(tmp_path / "mask.png"), *args)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(LayeredPointMap.load(out).valid[0], mask > 0)
+    Image.fromarray(mask[:, :-1]).save(tmp_path / "narrow.png")
+    bad = tmp_path / "bad.npz"
+    result = run_trace(str(DATA / "object_rgba.png"), "--out", str(bad), "--mask", str(tmp_path / "narrow.png"), *args)
+    assert result.returncode != 0 and "the mask is" in result.stderr and not bad.exists()
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

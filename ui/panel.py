@@ -25,12 +25,19 @@ class WT_PT_trace(bpy.types.Panel):
         layout = self.layout
         settings = context.scene.world_tracing
         layout.template_ID_preview(settings, "image", open="image.open", rows=3, cols=6)
-        if settings.mode == "object" and settings.image is not None and settings.image.depth in (8, 24, 48, 96):
+        opaque = settings.image is not None and settings.image.depth in (8, 24, 48, 96)
+        if settings.mode == "object" and opaque and settings.mask is None:
             layout.label(text="No alpha: a plain background will be keyed out", icon="INFO")
 
         col = layout.column(align=True)
         col.use_property_split = True
         col.prop(settings, "mode")
+        if settings.mode == "object":
+            row = col.row(align=True)
+            row.label(text="Mask")
+            row.template_ID(settings, "mask", open="image.open")
+        else:
+            col.prop(settings, "far_limit")
         col.prop(settings, "steps")
         col.prop(settings, "seed")
         col.prop(settings, "samples")

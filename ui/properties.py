@@ -6,6 +6,7 @@ import bpy
 from bpy.props import BoolProperty, BoolVectorProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 
 from ..core.geometry.edges import DEFAULT_STRENGTH
+from ..core.geometry.far_limit import DEFAULT_SCENE_FACTOR
 from ..operators.scene import BuildOptions, match_render, result_layers
 from ..preferences import preferences
 
@@ -39,6 +40,20 @@ def _result_changed(settings, context) -> None:
 class WT_Settings(bpy.types.PropertyGroup):
     image: PointerProperty(
         type=bpy.types.Image, name="Image", description="Image to trace (open a file or pick a loaded image)"
+    )
+    mask: PointerProperty(
+        type=bpy.types.Image,
+        name="Mask",
+        description="Object mode: a mask image from any tool (white or opaque = the object), used instead of "
+        "the image's alpha or a keyed-out background; the same size as the image",
+    )
+    far_limit: FloatProperty(
+        name="Far Limit",
+        default=DEFAULT_SCENE_FACTOR,
+        min=0.0,
+        soft_max=50.0,
+        description="Scene mode: drop points beyond this many times the median visible depth (sky, far "
+        "background the model has not learned; 0: keep everything)",
     )
     mode: EnumProperty(
         name="Mode",
