@@ -1,0 +1,58 @@
+"""First click in a user's Blender: enabling, the first and the second trace, and memory after Release.
+
+    .venv-blender/5.0.1/bin/python -I benchmarks/bench_first_click.py dist/cp311/world_tracing-*.zip
+
+Runs in a Python that holds only the bpy module (`make extension` makes it and the zip), the way an
+artist's Blender does: installs the zip into a temporary user folder, then prints the seconds to enable
+the extension (and whether torch got imported by it), from `trace_image` to geometry for the first trace
+of a 128 px image (torch import and model load included) and for the second, and the process's resident
+memory before the first trace, after it, and after *Release Model* and disabling the extension.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODULE = "bl_ext.user_default.world_tracing"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def main() -> None:
+    package = Path(sys.argv[1]).resolve()
+    folder = Path(tempfile.mkdtemp(prefix="wt-first-click-"))
+    os.environ["BLENDER_USER_RESOURCES"] = str(folder / "user")
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.extensions.package_install_files(filepath=str(package), repo="user_default", enable_on_install=False)
+    t0 = time.perf_counter()
+    bpy.ops.preferences.addon_enable(module=MODULE)
+    print(f"enable: {time.perf_counter() - t0:.2f} s (torch imported: {'torch' in sys.modules})")
+    from PIL import Image  # from the extension's wheels
+
+    sample = Path(sys.modules[MODULE].__file__).parent / "core" / "assets" / "sample.png"
+    small = folder / "sample128.png"
+    Image.open(sample).resize((128, 128)).save(small)
+    print(f"memory before the first trace: {rss_mb():.0f} MB")
+    for which in ("first", "second"):
+        t0 = time.perf_counter()
+        assert bpy.ops.world_tracing.trace_image(filepath=str(small)) == {"FINISHED"}
+        print(f"{which} trace of a 128 px image, click to geometry: {time.perf_counter() - t0:.2f} s")
+    print(f"memory after two traces: {rss_mb():.0f} MB")
+    bpy.ops.world_tracing.release()
+    print(f"memory after Release Model: {rss_mb():.0f} MB")
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    print(f"memory after disabling the extension: {rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
