@@ -1,12 +1,14 @@
-"""First click in a user's Blender: enabling, the first and the second trace, and memory after Release.
+"""First click in a user's Blender: enabling, the first and the second trace, a phone photo with the
+panel's defaults, and memory after Release.
 
     .venv-blender/5.0.1/bin/python -I benchmarks/bench_first_click.py dist/cp311/world_tracing-*.zip
 
 Runs in a Python that holds only the bpy module (`make extension` makes it and the zip), the way an
 artist's Blender does: installs the zip into a temporary user folder, then prints the seconds to enable
 the extension (and whether torch got imported by it), from `trace_image` to geometry for the first trace
-of a 128 px image (torch import and model load included) and for the second, and the process's resident
-memory before the first trace, after it, and after *Release Model* and disabling the extension.
+of a 128 px image (torch import and model load included) and for the second, the same for a 4000×3000
+photo with the panel's default settings beside the model's own sampling time, and the process's
+resident memory before the first trace, after the traces, and after *Release Model* and disabling.
 """
 
 from __future__ import annotations
@@ -24,6 +26,25 @@ def rss_mb() -> float:
     """Resident memory of this process now, in MB (Linux)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def model_seconds() -> float:
+    """The shipped model's own 20-step sampling of one image, as the extension runs it (best of 3)."""
+    import bpy
+    import torch
+
+    job, inference, request = (
+        sys.modules[f"{MODULE}.{name}"] for name in ("operators.job", "core.inference", "operators.request")
+    )
+    model, normalization, card = job.load_model_cached(request.selected_checkpoint(bpy.context), "cpu")
+    size = card.image_size
+    image, foreground = torch.rand(1, 3, size, size), torch.ones(1, size, size, dtype=torch.bool)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        inference.predict(model, normalization, image, foreground, card.sample_config(steps=20))
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def main() -> None:
@@ -47,7 +68,14 @@ def main() -> None:
         t0 = time.perf_counter()
         assert bpy.ops.world_tracing.trace_image(filepath=str(small)) == {"FINISHED"}
         print(f"{which} trace of a 128 px image, click to geometry: {time.perf_counter() - t0:.2f} s")
-    print(f"memory after two traces: {rss_mb():.0f} MB")
+    photo = folder / "photo.png"
+    Image.open(sample).convert("RGB").resize((4000, 3000)).save(photo)
+    t0 = time.perf_counter()
+    assert bpy.ops.world_tracing.trace_image(filepath=str(photo)) == {"FINISHED"}
+    seconds = time.perf_counter() - t0
+    model = model_seconds()
+    print(f"4000×3000 photo, panel defaults, click to geometry: {seconds:.2f} s (model alone: {model:.2f} s)")
+    print(f"memory after the traces: {rss_mb():.0f} MB")
     bpy.ops.world_tracing.release()
     print(f"memory after Release Model: {rss_mb():.0f} MB")
     bpy.ops.preferences.addon_disable(module=MODULE)

@@ -116,6 +116,17 @@ def with_mask(rgba: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def downsized(rgba: np.ndarray, max_side: int) -> np.ndarray:
+    """`rgba` (H, W, 4) uint8 scaled down (box filter, aspect kept) so its longer side is `max_side`, or
+    itself when it is no longer than that."""
+    H, W = rgba.shape[:2]
+    if max(H, W) <= max_side:
+        return rgba
+    scale = max_side / max(H, W)
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))
+    return np.asarray(Image.fromarray(rgba, "RGBA").resize(size, Image.Resampling.BOX), dtype=np.uint8)
+
+
 def square_around_foreground(foreground: np.ndarray, fill: float = 2 / 3) -> tuple[int, int, int]:
     """(top, left, side) of the square centred on the foreground's bounding box, which spans `fill` of it.
 

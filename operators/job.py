@@ -32,6 +32,7 @@ class TraceRequest:
     samples: int
     edge_filter: float  # strength of the edge filter (0: off)
     far_limit: float  # drop points beyond this × the median visible depth (0: off)
+    geometry_size: int = 0  # longer side of the result: larger images are traced scaled down (0: their own)
     image_path: str = ""  # read from disk in the worker ...
     pixels: np.ndarray | None = None  # ... or RGBA uint8 (H, W, 4) taken from a Blender image
     label: str = "the image"  # how messages name the input
@@ -150,13 +151,15 @@ def check_model(checkpoint: str, device_name: str) -> dict:
 
 def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event):
     """The work itself (any thread): returns a LayeredPointMap; raises Cancelled or a clear error."""
-    from ..core.imageio import read_image, with_mask
+    from ..core.imageio import downsized, read_image, with_mask
     from ..core.inference import TraceCancelled, trace_image
 
     progress.stage = "reading image"
     rgba = request.pixels if request.pixels is not None else read_image(request.image_path)
     if request.mask is not None:
         rgba = with_mask(rgba, request.mask)
+    if request.geometry_size:
+        rgba = downsized(rgba, request.geometry_size)
     progress.stage = "loading model"
     model, normalization, card = load_model_cached(request.checkpoint, request.device)
     if cancel.is_set():

@@ -111,6 +111,7 @@ def make_request(
         samples=settings.samples,
         edge_filter=settings.edge_filter,
         far_limit=settings.far_limit if settings.mode == "scene" else 0.0,
+        geometry_size=settings.geometry_size,
     )
     if settings.mode == "object" and settings.mask is not None:
         request.mask = image_pixels(settings.mask)

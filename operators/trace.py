@@ -87,6 +87,8 @@ def finish(
         "wt_model": bpy.path.basename(request.checkpoint),
     }
     replace = find_result(replace_id)
+    if image is not None and tuple(image.size) != (lpm.width, lpm.height):
+        image = None  # traced scaled down (Geometry Size): the result gets its own image at its size
     t0 = time.perf_counter()
     options, no_solid = build_options(settings), ""
     try:

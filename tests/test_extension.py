@@ -413,3 +413,27 @@ def test_a_mask_image_from_the_panel_sets_the_object(bpy_ext, tmp_path):
     settings.mode, settings.far_limit = "scene", 5.0
     request, _, _ = make_request(bpy.context, 0, str(SAMPLE))
     assert request.mask is None and request.far_limit == 5.0
+
+
+def test_big_images_are_traced_at_the_geometry_size(bpy_ext, tmp_path):
+    """An image larger than Geometry Size is traced scaled down: the result (camera, render size, points'
+    wt_pixel) is at the smaller size, with its own image, and the user's image is left as it was."""
+    bpy = bpy_ext
+    Image.open(SAMPLE).resize((300, 200)).save(tmp_path / "wide.png")
+    settings = bpy.context.scene.world_tracing
+    settings.image = user_image = bpy.data.images.load(str(tmp_path / "wide.png"))
+    settings.geometry_size = 120
+    assert bpy.ops.world_tracing.trace_image() == {"FINISHED"}
+    collection = result_collection(bpy)
+    assert tuple(collection["wt_resolution"]) == (120, 80)
+    scene = bpy.context.scene
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (120, 80)
+    assert tuple(collection["wt_image"].size) == (120, 80) and tuple(user_image.size) == (300, 200)
+    for obj in collection.objects:
+        if obj.type == "MESH":
+            pixels = np.empty(len(obj.data.vertices), np.int32)
+            obj.data.attributes["wt_pixel"].data.foreach_get("value", pixels)
+            assert pixels.max() < 120 * 80
+    settings.geometry_size = 0
+    assert bpy.ops.world_tracing.trace_image() == {"FINISHED"}
+    assert tuple(result_collection(bpy)["wt_resolution"]) == (300, 200)

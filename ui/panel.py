@@ -44,6 +44,7 @@ class WT_PT_trace(bpy.types.Panel):
         col = layout.column(align=True)
         col.use_property_split = True
         col.prop(settings, "output")
+        col.prop(settings, "geometry_size")
         col.prop(settings, "layers")
         col.prop(settings, "edge_filter")
         if settings.output != "POINTS":

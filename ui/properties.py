@@ -105,6 +105,16 @@ class WT_Settings(bpy.types.PropertyGroup):
         min=1000,
         description="A solid with more faces gets a Decimate modifier down to this many (adjustable later)",
     )
+    geometry_size: IntProperty(
+        name="Geometry Size",
+        default=512,
+        min=0,
+        soft_max=4096,
+        subtype="PIXEL",
+        description="Longer side of the result in pixels (one point per pixel and layer): larger images are "
+        "traced scaled down, which keeps big photos fast, since the model's own detail is far coarser "
+        "(0: the image's own size)",
+    )
     layers: IntProperty(
         name="Layers", default=MAX_LAYERS, min=1, max=MAX_LAYERS, description="Build the first N layers"
     )
