@@ -79,8 +79,9 @@ def file_identity(path: str) -> tuple[int, int, int]:
 
 
 def load_model_cached(checkpoint: str, device_name: str) -> tuple:
-    """(model, normalisation, card) for a checkpoint, loaded once per (file version, device); the
-    panel's model card is filled in from the same read."""
+    """(model, normalisation, card) for a checkpoint, loaded once per (file version, device). The panel's
+    timed card is left to Check Model: counting FLOPs imports torch's compiler (seconds a trace should not
+    wait for) and hooks every module globally (it cannot run beside a trace)."""
     from ..core.inference import pick_device
     from ..core.model.loading import load_model
 
@@ -91,7 +92,6 @@ def load_model_cached(checkpoint: str, device_name: str) -> tuple:
         if key not in _model_cache:
             _model_cache.clear()  # one model in memory at a time
             _model_cache[key] = load_model(checkpoint, device)
-            _cards[checkpoint] = (identity, timed_card(_model_cache[key][2], str(device)))
         return _model_cache[key]
 
 
