@@ -192,7 +192,8 @@ def test_an_exr_opened_in_blender_traces_through_blenders_decoder(bpy_ext, tmp_p
     image.save()
     bpy.data.images.remove(image)
     before = len(bpy.data.images)
-    bpy.context.scene.world_tracing.steps = 1
+    settings = bpy.context.scene.world_tracing
+    settings.steps, settings.edge_filter = 1, 0.0  # every foreground pixel kept: the decoding is under test
     assert trace(bpy, tmp_path / "object.exr") == {"FINISHED"}
     lpm = module("operators.state").samples[result_collection(bpy)["wt_result_id"]]
     inside = rgba[..., 3] > 0.99
