@@ -14,6 +14,16 @@ from conftest import DATA, MODULE, ROOT, SAMPLE, datablock_counts, result_collec
 from PIL import Image
 
 
+def vertex_arrays(obj) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A geometry object's vertex positions (N, 3) and its wt_layer and wt_pixel (N,) int32."""
+    n = len(obj.data.vertices)
+    co, layer, pixel = np.empty(n * 3, np.float32), np.empty(n, np.int32), np.empty(n, np.int32)
+    obj.data.vertices.foreach_get("co", co)
+    obj.data.attributes["wt_layer"].data.foreach_get("value", layer)
+    obj.data.attributes["wt_pixel"].data.foreach_get("value", pixel)
+    return co.reshape(-1, 3), layer, pixel
+
+
 def test_enable_disable_ten_times_leaves_no_leftovers(installed):
     """Disabling removes operators, settings and handlers; enabling again restores them, ten times over."""
     import bpy
@@ -77,12 +87,8 @@ def test_bundled_sample_traces_with_the_shipped_model(bpy_ext):
     for obj in result_collection(bpy).objects:
         if obj.type != "MESH":
             continue
-        n = len(obj.data.vertices)
-        co, layer, pixel = np.empty(n * 3, np.float32), np.empty(n, np.int32), np.empty(n, np.int32)
-        obj.data.vertices.foreach_get("co", co)
-        obj.data.attributes["wt_layer"].data.foreach_get("value", layer)
-        obj.data.attributes["wt_pixel"].data.foreach_get("value", pixel)
-        world = co.reshape(-1, 3) @ np.array(obj.matrix_world)[:3, :3].T + np.array(obj.matrix_world)[:3, 3]
+        co, layer, pixel = vertex_arrays(obj)
+        world = co @ np.array(obj.matrix_world)[:3, :3].T + np.array(obj.matrix_world)[:3, 3]
         norms = np.linalg.norm(world - np.array(camera), axis=1)
         distance[int(layer[0])] = dict(zip(pixel.tolist(), norms.tolist(), strict=True))
     visible = np.array([alpha[divmod(p, W)] for p in distance[0]])
@@ -311,13 +317,9 @@ def test_edge_filter_drops_flying_points_from_points_and_meshes(bpy_ext):
         for obj in result_collection(bpy).objects:
             if obj.type != "MESH":
                 continue
-            n = len(obj.data.vertices)
-            co, layer, pixel = np.empty(n * 3, np.float32), np.empty(n, np.int32), np.empty(n, np.int32)
-            obj.data.vertices.foreach_get("co", co)
-            obj.data.attributes["wt_layer"].data.foreach_get("value", layer)
-            obj.data.attributes["wt_pixel"].data.foreach_get("value", pixel)
+            co, layer, pixel = vertex_arrays(obj)
             if obj.modifiers.get("Points"):
-                points[int(layer[0])] = dict(zip(pixel.tolist(), co.reshape(-1, 3).tolist(), strict=True))
+                points[int(layer[0])] = dict(zip(pixel.tolist(), co.tolist(), strict=True))
             faces += len(obj.data.polygons)
         built[strength] = points, faces
     (everything, curtain), (kept, faces) = built[0.0], built[1.0]
