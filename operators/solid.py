@@ -116,10 +116,18 @@ def hidden_material(name: str, kind: str) -> bpy.types.Material:
 def solid_voxels(lpm: LayeredPointMap, divisions: int, hidden: str) -> OccupancyGrid:
     """The voxels of a result's solid, `divisions` along the diagonal of its bounding box: made before any
     data block, so that what cannot become a solid is refused with nothing built. Raises ValueError for a
-    result without a ray of two layers, a grid of more than MAX_VOXELS voxels or an unknown `hidden`."""
+    result without a ray of two layers, a grid of more than MAX_VOXELS voxels or without one voxel
+    inside, and for an unknown `hidden`."""
     if hidden not in HIDDEN_MATERIALS:
         raise ValueError(f"unknown hidden material {hidden!r}; choose from {', '.join(HIDDEN_MATERIALS)}")
-    return occupancy_grid(lpm.points, lpm.valid, lpm.intrinsics, divisions=divisions)
+    grid = occupancy_grid(lpm.points, lpm.valid, lpm.intrinsics, divisions=divisions)
+    if not grid.inside.any():
+        raise ValueError(thinner_than_voxels(grid))
+    return grid
+
+
+def thinner_than_voxels(grid: OccupancyGrid) -> str:
+    return f"the solid is thinner than its voxels ({grid.voxel_size:.3g}); raise the detail"
 
 
 def solid_object(
@@ -131,13 +139,11 @@ def solid_object(
     stays editable). Raises ValueError, with nothing left behind, when no surface comes out.
     """
     k, j, i = np.nonzero(grid.inside)
-    if not len(k):
-        raise ValueError(f"the solid is thinner than its voxels ({grid.voxel_size:.3g}); raise the detail")
     centres = grid.origin + grid.voxel_size * np.stack([i, j, k], axis=1)  # OpenCV camera space
     mesh = surface_mesh(name, np.stack([centres[:, 0], centres[:, 2], -centres[:, 1]], axis=1), grid.voxel_size)
     try:
         if not len(mesh.polygons):
-            raise ValueError(f"the solid is thinner than its voxels ({grid.voxel_size:.3g}); raise the detail")
+            raise ValueError(thinner_than_voxels(grid))
         decorate(mesh, lpm, image, hidden)
     except BaseException:
         bpy.data.meshes.remove(mesh)

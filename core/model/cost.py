@@ -17,14 +17,14 @@ from .wtdit import BLOCK_TYPES, WTDiT, WTDiTConfig
 
 
 def forward_inputs(cfg: WTDiTConfig, batch: int = 1, device: str | torch.device = "meta", frames: int = 1):
-    """(x_t, t, image) of the right shapes for one forward — random on a real device, bare on the meta
-    device (a random fill there imports torch's compiler) — and a foreground disk for models with the
-    silhouette prior."""
+    """Random (x_t, t, image) of the right shapes for one forward, and a foreground disk for models
+    with the silhouette prior."""
     S = cfg.image_size
-    fill = torch.empty if torch.device(device).type == "meta" else torch.rand
-    x = fill(batch, frames * cfg.num_layers, S, S, 3, device=device)
-    t = fill(batch, device=device)
-    image = fill(batch, frames, 3, S, S, device=device) if frames > 1 else fill(batch, 3, S, S, device=device)
+    x = torch.randn(batch, frames * cfg.num_layers, S, S, 3, device=device)
+    t = torch.rand(batch, device=device)
+    image = (
+        torch.rand(batch, frames, 3, S, S, device=device) if frames > 1 else torch.rand(batch, 3, S, S, device=device)
+    )
     if not cfg.silhouette_prior:
         return x, t, image
     rows, cols = torch.meshgrid(torch.arange(S, device=device), torch.arange(S, device=device), indexing="ij")
