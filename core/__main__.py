@@ -37,20 +37,18 @@ def _eval(args: argparse.Namespace) -> None:
     from .data.shards import ShardReader
     from .inference import pick_device
     from .model.loading import load_model
-    from .sampling import SampleConfig
     from .train.evaluate import comparison_table, evaluate_model, prediction_figure
 
-    model, normalization, _ = load_model(args.checkpoint, pick_device(args.device))
+    model, normalization, card = load_model(args.checkpoint, pick_device(args.device))
     reader = ShardReader(args.data)
     indices = list(range(min(args.count, len(reader))))
-    metrics = evaluate_model(model, normalization, reader, indices, SampleConfig(steps=args.steps), args.seed)
+    cfg = card.sample_config(steps=args.steps, **anchor_setting(args))
+    metrics = evaluate_model(model, normalization, reader, indices, cfg, args.seed)
     print(comparison_table(metrics, Path(args.checkpoint).name))
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=1))
     if args.figure:
-        prediction_figure(
-            model, normalization, reader, indices[:4], args.figure, SampleConfig(steps=args.steps), args.seed
-        )
+        prediction_figure(model, normalization, reader, indices[:4], args.figure, cfg, args.seed)
         print(f"figure: {args.figure}")
 
 
@@ -86,6 +84,33 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def anchor_time(text: str) -> float | str:
+    """argparse type: "off" or a time in [0, 1)."""
+    if text == "off":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a time in [0, 1) nor 'off'") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a time in [0, 1) or 'off', got {text}")
+    return value
+
+
+def anchor_setting(args: argparse.Namespace) -> dict:
+    """The sampler's anchor as `--anchor` asks ({} keeps the model's own)."""
+    if args.anchor is None:
+        return {}
+    return {"anchor": None if args.anchor == "off" else args.anchor}
+
+
+ANCHOR_HELP = (
+    "object mode: the time at which the visible layer restarts from the inflated silhouette, placed like the "
+    "model's first guess ('off': plain sampling from noise; default: the model's own, 0 for ours, off for the "
+    "released models)"
+)
+
+
 def output_file(text: str) -> Path:
     """argparse type: a file path to write (not an existing folder)."""
     path = Path(text)
@@ -109,7 +134,7 @@ def _trace(args: argparse.Namespace) -> None:
     far = args.far_limit if args.far_limit is not None else DEFAULT_SCENE_FACTOR if args.mode == "scene" else 0.0
     device = pick_device(args.device)
     model, normalization, card = load_model(args.checkpoint or default_checkpoint(), device)
-    cfg = card.sample_config(steps=args.steps, solver=args.solver)
+    cfg = card.sample_config(steps=args.steps, solver=args.solver, **anchor_setting(args))
     with tqdm(total=cfg.steps, desc="trace", unit="step") as bar:
         result = trace_image(
             model,
@@ -222,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop points beyond N × the median visible depth: sky and far background (0: off; default: "
         f"{DEFAULT_SCENE_FACTOR:g} in scene mode, off in object mode)",
     )
+    t.add_argument("--anchor", type=anchor_time, metavar="T|off", help=ANCHOR_HELP)
     t.set_defaults(func=_trace)
 
     r = sub.add_parser("train", help="train WT-DiT on shards and/or the torch stream (runs under torchrun too)")
@@ -242,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the metrics as JSON")
     e.add_argument("--figure", help="also write a PNG of predictions against ground truth")
     e.add_argument("--device", default="auto")
+    e.add_argument("--anchor", type=anchor_time, metavar="T|off", help=ANCHOR_HELP)
     e.set_defaults(func=_eval)
 
     s = sub.add_parser("solid", help="one watertight mesh (.ply or .obj) of the solid a trace encloses")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from .geometry.camera import make_intrinsics, points_to_intrinsics
 from .geometry.edges import DEFAULT_STRENGTH, edge_filter
 from .geometry.far_limit import far_limit
 from .geometry.points import PointNormalization, collapsed_layers_to_valid, pixel_rays
+from .geometry.silhouette import placed_inflation
 from .imageio import BACKGROUND, ImageBox, foreground_mask, prepare_image
 from .layered import LayeredPointMap
 from .model.wtdit import WTDiT
@@ -87,7 +88,8 @@ def predict(
     image [B, 3, H, W] in [0, 1] (background already painted), foreground [B, H, W] bool.
     Sample k draws its noise from a generator seeded with seed + k on the model's device, so it
     does not depend on the batch it is in. `on_step` is called after every sampler step and may
-    raise TraceCancelled.
+    raise TraceCancelled. With cfg.anchor set, the visible layer restarts from the inflated
+    foreground placed like the model's first guess (`core/sampling.py`): for objects only.
     """
     device = next(model.parameters()).device
     B, _, H, W = image.shape
@@ -96,8 +98,17 @@ def predict(
     image, foreground = image.to(device), foreground.to(device)
     noise = initial_noise(B, 1, L, H, W, cfg, generator, device)
     valid_in = foreground[:, None].expand(B, L, H, W)
+    unit = torch.ones(B, device=device)
+
+    def anchor(x0: torch.Tensor) -> torch.Tensor:
+        """The visible layer's restart [B, H, W, 3]: the inflated mask placed like the first guess x̂0."""
+        return normalization.normalize(placed_inflation(foreground, normalization.denormalize(x0[:, 0], unit)), unit)
+
     x = noise
-    for step in sample_steps(model_callable(model, foreground), image, noise, cfg, valid=valid_in, generator=generator):
+    steps = sample_steps(
+        model_callable(model, foreground), image, noise, cfg, valid=valid_in, generator=generator, anchor=anchor
+    )
+    for step in steps:
         x = step.x
         if on_step is not None:
             on_step(step)
@@ -128,8 +139,11 @@ def trace_image(
     Flying points go (`core.geometry.edges`, at `edge_filter_strength`; 0: off): judged at the
     model's resolution, where the prediction has its detail, and dropped with every input pixel they
     cover (the cost does not grow with the input's size); so do points beyond `far_limit_factor` × the
-    median visible depth (`core.geometry.far_limit`; 0: off).
+    median visible depth (`core.geometry.far_limit`; 0: off). Scene mode never anchors (a frame has
+    no silhouette).
     """
+    if mode != "object":
+        cfg = replace(cfg, anchor=None)
     size = model.cfg.image_size
     framing = framing or ("crop" if mode == "object" else "letterbox")
     prepared = prepare_image(rgba, size, mode, BACKGROUND, framing)

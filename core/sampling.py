@@ -1,8 +1,13 @@
 """Sampling WT-DiT: the flow ODE from noise (t = 1) to geometry (t = 0), Euler or Heun.
 
-The model is any callable (x_t [B, V, H, W, 3], t [B], image) → x̂0; the velocity is
+The model is any callable (x_t [B, V, H, W, 3], t [B] or [B, V], image) → x̂0; the velocity is
 v = (x_t - x̂0) / max(t, t_min) (DESIGN.md §4, SPEC §15). `sample_steps` is a generator that
 yields after every step, so progress bars and cancel buttons hook in without touching the loop.
+
+Anchoring (ours, object models): after the first step, the visible layer is restarted from a
+given clean guess (the placed silhouette inflation, `core/inference.py`) noised to time `anchor`,
+and stays there while the other layers come down from t = 1; from t = anchor on, all layers move
+together. The hidden layers are then sampled around a visible surface that is already sound.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class SampleConfig:
     t_min: float = 0.05  # clamp of t in the velocity's denominator
     shift: float = 1.0  # time shift t' = s·t / (1 + (s - 1)·t); 1 = uniform grid
     frame_correlation: float = 0.0  # ρ of the initial noise across frames (a model's: ModelCard.sample_config)
+    anchor: float | None = None  # layer 0 restarts from its anchor at this time (module docstring); None: off
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -30,6 +36,8 @@ class SampleConfig:
             raise ValueError(f"solver must be 'euler' or 'heun', got {self.solver!r}")
         if not 0.0 <= self.frame_correlation <= 1.0:
             raise ValueError(f"frame_correlation must be in [0, 1], got {self.frame_correlation}")
+        if self.anchor is not None and not 0.0 <= self.anchor < 1.0:
+            raise ValueError(f"anchor must be a time in [0, 1), got {self.anchor}")
 
 
 DEFAULT_SAMPLING = SampleConfig()  # 20 Euler steps (the released sampler's default)
@@ -103,16 +111,28 @@ def sample_steps(
     valid: torch.Tensor | None = None,
     generator: Generators = None,
     fill_draws: Sequence[torch.Tensor] | None = None,
+    anchor: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[SamplerStep]:
     """Integrate the flow ODE, yielding after every step.
 
     image: as the model takes it; noise: [B, V, H, W, 3] initial state at t = 1.
     valid: optional [B, V, H, W] bool; at invalid pixels every model call sees fresh noise instead
     of the state (drawn with `generator`, or taken in order from `fill_draws`).
+    anchor: with cfg.anchor set, maps the first step's x̂0 [B, V, H, W, 3] to the clean guess of
+    view 0 [B, H, W, 3] that the visible layer restarts from (module docstring).
     """
     grid = time_grid(cfg.steps, cfg.shift)
     x = noise
     calls = 0
+    t0 = cfg.anchor if anchor is not None else None
+    anchored = False  # view 0 restarted from its anchor: its time is min(t, t0) from then on
+
+    def times(t: float) -> torch.Tensor:
+        """Per-view times [V] at grid time t."""
+        tv = torch.full((x.shape[1],), t, dtype=torch.float32)
+        if anchored and t0 is not None:
+            tv[0] = min(t, t0)
+        return tv.to(x.device)
 
     def velocity(state: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal calls
@@ -121,16 +141,23 @@ def sample_steps(
             fill = fill_draws[calls] if fill_draws is not None else fill_noise(state, generator)
             x_in = torch.where(valid[..., None], state, fill.to(state))
         calls += 1
-        tt = torch.full((state.shape[0],), t, device=state.device, dtype=torch.float32)
+        tv = times(t)
+        tt = tv.expand(state.shape[0], -1) if anchored else tv[:1].expand(state.shape[0])  # [B, V] or [B]
         x0 = model(x_in, tt, image).to(state.dtype)
-        return (state - x0) / max(t, cfg.t_min), x0
+        return (state - x0) / tv.clamp_min(cfg.t_min).to(state.dtype)[:, None, None, None], x0
 
     for i in range(cfg.steps):
         t, t_next = float(grid[i]), float(grid[i + 1])
+        dt = (times(t) - times(t_next)).to(x.dtype)[:, None, None, None]  # [V, 1, 1, 1]
         v, x0 = velocity(x, t)
-        x_next = x - (t - t_next) * v
+        x_next = x - dt * v
         if cfg.solver == "heun" and t_next > 0:
             v2, _ = velocity(x_next, t_next)
-            x_next = x - (t - t_next) * 0.5 * (v + v2)
+            x_next = x - dt * 0.5 * (v + v2)
+        if anchor is not None and t0 is not None and not anchored:
+            guess = anchor(x0).to(x.dtype)  # [B, H, W, 3]
+            x_next = x_next.clone()
+            x_next[:, 0] = (1 - t0) * guess + t0 * noise[:, 0]
+            anchored = True
         x = x_next
         yield SamplerStep(i + 1, cfg.steps, t_next, x, x0)

@@ -253,3 +253,17 @@ def test_distance_transform_is_exact_on_random_masks():
         assert np.allclose(d[b][mask], brute, atol=1e-4) and not d[b][~mask].any()
     full = distance_to_background(torch.ones(1, 5, 7, dtype=torch.bool))[0]
     assert full[2, 3] == 3 and full[0, 0] == 1
+
+
+def test_placed_inflation_recovers_an_inflated_front_from_its_own_points():
+    """Given the front of an inflated mask (any focal length, any depth) as the reference, the placed
+    inflation finds that focal length and depth again; a reference twice as far gives a front twice as far."""
+    from core.geometry.silhouette import inflate, placed_inflation
+
+    yy, xx = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
+    mask = (((yy - 20) / 14.0) ** 2 + ((xx - 30) / 20.0) ** 2 < 1)[None]
+    for focal, depth in ((40.0, 1.5), (150.0, 4.0)):
+        front = inflate(mask, focal, depth, 1)[:, 0]  # [1, H, W, 3]
+        torch.testing.assert_close(placed_inflation(mask, front), front, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(placed_inflation(mask, 2 * front), 2 * front, atol=1e-4, rtol=1e-4)
+    assert not placed_inflation(mask, front)[~mask].any()

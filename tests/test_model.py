@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.geometry.points import PointNormalization
 from core.model.cost import count_parameters
 from core.model.encoder import EncoderConfig
 from core.model.loading import describe_model, make_card
@@ -117,6 +118,22 @@ def test_release_cards_sample_with_the_released_frame_correlation(interop, name)
     assert make_card(cfg, normalization, name, name).sample_config(steps=3).frame_correlation == rho
     assert make_card(cfg, normalization, name, "ours", {"release": name}).sample_config().frame_correlation == rho
     assert make_card(cfg, normalization, name, "ours").sample_config().frame_correlation == 0.0
+
+
+def test_only_object_models_trained_here_anchor_the_visible_layer():
+    """Our object models sample anchored (OBJECT_ANCHOR, or the time their info names; a setting given
+    wins); the releases, converted or not, and scene models never do."""
+    from core.model.loading import OBJECT_ANCHOR
+
+    cfg = build_config("tiny")
+    objects, scenes = PointNormalization("zscore"), PointNormalization("log_median")
+    assert make_card(cfg, objects, "tiny", "ours").sample_config().anchor == OBJECT_ANCHOR
+    assert make_card(cfg, objects, "tiny", "ours", {"anchor": 0.3}).sample_config().anchor == 0.3
+    assert make_card(cfg, objects, "tiny", "ours").sample_config(anchor=None).anchor is None
+    assert make_card(cfg, scenes, "tiny", "ours").sample_config().anchor is None
+    r75b = build_config("r75b")
+    assert make_card(r75b, objects, "r75b", "r75b").sample_config().anchor is None
+    assert make_card(r75b, objects, "r75b", "ours", {"release": "r75b"}).sample_config().anchor is None
 
 
 def test_key_mapping_round_trips_and_infers_the_config(interop):

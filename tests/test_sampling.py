@@ -188,3 +188,49 @@ def test_aligned_loss_ignores_scale_and_z_shift_and_scores_shape():
     )
     assert stats["aligned"] < 1e-10 and stats["endpoint"] > 0.01
     assert loss.item() == pytest.approx(ALIGNED_PLACEMENT * stats["endpoint"], rel=1e-4)
+
+
+@pytest.mark.parametrize("t0", [0.0, 0.3])
+def test_an_anchored_visible_layer_waits_at_its_anchor_then_lands(t0):
+    """With cfg.anchor, the first step's x̂0 goes to the anchor; the visible layer then holds
+    (1 − t0)·guess + t0·noise, seen by the model at time min(t, t0) while the hidden layers come down
+    from t = 1, and lands on x̂0 (t0 > 0) or stays on the guess (t0 = 0)."""
+    x0 = torch.randn(2, 3, 8, 8, 3)
+    guess = torch.randn(2, 8, 8, 3)
+    noise = torch.randn_like(x0)
+    times, firsts = [], []
+
+    def model(x, t, image):
+        times.append(t.clone())
+        return x0
+
+    def anchor(first):
+        firsts.append(first.clone())
+        return guess
+
+    steps = list(sample_steps(model, None, noise, SampleConfig(steps=10, anchor=t0), anchor=anchor))
+    assert len(firsts) == 1 and torch.equal(firsts[0], x0)
+    assert times[0].shape == (2,) and float(times[0][0]) == 1.0  # the first call: every layer at t = 1
+    for step, t in zip(steps[:-1], times[1:], strict=True):  # call k + 1 sees the state after step k
+        assert t.shape == (2, 3)
+        torch.testing.assert_close(t[:, 0], torch.full((2,), min(step.t, t0)))
+        torch.testing.assert_close(t[:, 1:], torch.full((2, 2), step.t))
+        if step.t >= t0:
+            torch.testing.assert_close(step.x[:, 0], (1 - t0) * guess + t0 * noise[:, 0])
+    torch.testing.assert_close(steps[-1].x[:, 0], guess if t0 == 0 else x0[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(steps[-1].x[:, 1:], x0[:, 1:], atol=1e-5, rtol=0)
+
+
+def test_sampling_without_anchor_ignores_the_anchor_function():
+    """The anchor function runs only when the config asks for anchoring (the released sampler stays as it is)."""
+    x0 = torch.randn(1, 2, 4, 4, 3)
+    noise = torch.randn_like(x0)
+
+    def anchor(first):
+        raise AssertionError("called without cfg.anchor")
+
+    plain = list(sample_steps(oracle(x0), None, noise, SampleConfig(steps=4)))
+    anchored_off = list(sample_steps(oracle(x0), None, noise, SampleConfig(steps=4), anchor=anchor))
+    assert all(torch.equal(a.x, b.x) for a, b in zip(plain, anchored_off, strict=True))
+    with pytest.raises(ValueError, match="anchor"):
+        SampleConfig(anchor=1.0)

@@ -115,6 +115,8 @@ def test_bad_arguments_exit_with_one_clear_line(random_checkpoint, tmp_path):
         ([image, "--samples", "-1"], "--samples"),
         ([image, "--steps", "0"], "--steps"),
         ([image, "--edge-filter", "-1"], "--edge-filter"),
+        ([image, "--anchor", "1"], "--anchor"),
+        ([image, "--anchor", "soon"], "--anchor"),
     ]
     for args, message in cases:
         out = tmp_path / "out.npz"
@@ -237,6 +239,19 @@ def test_any_aspect_ratio_comes_back_at_its_own_size(random_checkpoint, shape):
         lpm = trace_image(model, norm, rgba, mode, SampleConfig(steps=1), edge_filter_strength=0.0)
         assert lpm.points.shape[1:3] == shape
     assert lpm.valid[0].all()  # scene mode: the whole frame (the edge filter off)
+
+
+def test_objects_sample_anchored_and_scenes_never(random_checkpoint):
+    """Object mode restarts the visible layer from the placed silhouette when the config anchors (the
+    result differs from plain sampling with the same seed); scene mode ignores the setting."""
+    model, norm, _ = load_model(random_checkpoint, "cpu")
+    rgba = np.asarray(Image.open(DATA / "object_rgba.png").convert("RGBA"))
+    for mode, differs in (("object", True), ("scene", False)):
+        plain, anchored = (
+            trace_image(model, norm, rgba, mode, SampleConfig(steps=3, anchor=anchor), seed=1, edge_filter_strength=0)
+            for anchor in (None, 0.0)
+        )
+        assert (not np.array_equal(plain.points, anchored.points)) == differs, mode
 
 
 def test_object_framing_centres_the_foreground_at_two_thirds():

@@ -4,7 +4,9 @@ With `d` the Euclidean distance transform of the mask and r = max(d), each foreg
 half-thickness o = sqrt(1 − (1 − d/r)²) · r/f · depth (a round profile whose thickness on the
 medial axis equals the silhouette's half-width at that depth); layer 0 lies at depth − o and
 layer 1 at depth + o along the pixel's ray of a centred pinhole with focal length f (pixels).
-The evaluation's non-learned floor uses it as it is; models with `silhouette_prior` start from it.
+The evaluation's non-learned floor uses it as it is; models with `silhouette_prior` start from it,
+and the anchored sampler (`core/sampling.py`) restarts the visible layer from it, placed like the
+model's first guess (`placed_inflation`).
 """
 
 from __future__ import annotations
@@ -53,3 +55,29 @@ def inflate(foreground: torch.Tensor, focal: float, depth: float, num_layers: in
     v, u = torch.meshgrid(torch.arange(H, device=d.device) + 0.5, torch.arange(W, device=d.device) + 0.5, indexing="ij")
     rays = torch.stack([(u - W / 2) / focal, (v - H / 2) / focal, torch.ones_like(u)], -1)  # [H, W, 3], z = 1
     return layers[..., None] * rays * foreground[:, None, ..., None]
+
+
+def placed_inflation(foreground: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The inflated silhouette's front (layer 0) placed like a reference surface.
+
+    foreground: [B, H, W] bool; reference: camera-space points [B, H, W, 3] of a layer-0 guess (a
+    model's prediction, or the truth in training). The focal length is the least-squares fit of the
+    reference's rays to the pixel grid (centred principal point), and the depth is scaled so that its
+    mean over the foreground matches the reference's. Returns camera-space points [B, H, W, 3], zero
+    on the background.
+    """
+    B, H, W = foreground.shape
+    w = foreground.float()
+    v, u = torch.meshgrid(
+        torch.arange(H, device=w.device) + 0.5 - H / 2, torch.arange(W, device=w.device) + 0.5 - W / 2, indexing="ij"
+    )
+    rays = reference[..., :2] / reference[..., 2:].clamp_min(1e-3)  # [B, H, W, 2]
+    num = ((rays[..., 0] * u + rays[..., 1] * v) * w).sum((1, 2))
+    den = ((rays**2).sum(-1) * w).sum((1, 2))
+    focal = (num / den.clamp_min(1e-9)).clamp(0.3 * W, 5.0 * W)  # [B]
+    out = []
+    for b in range(B):
+        front = inflate(foreground[b : b + 1], float(focal[b]), 1.0, 1)[0, 0]  # [H, W, 3]
+        depth = (reference[b, ..., 2] * w[b]).sum() / (front[..., 2] * w[b]).sum().clamp_min(1e-9)
+        out.append(front * depth.clamp_min(1e-6))
+    return torch.stack(out)

@@ -22,6 +22,8 @@ from .cost import count_flops, count_parameters
 from .official import load_official, read_release, release_config, release_frame_correlation, release_normalization
 from .wtdit import WTDiT, WTDiTConfig
 
+OBJECT_ANCHOR = 0.0  # our object models keep the placed silhouette as their visible layer (core/sampling.py)
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -36,6 +38,7 @@ class ModelCard:
     config: WTDiTConfig = field(repr=False, compare=False)
     scene_framing: str | None  # how scene mode frames an image (None: letterbox; the releases "stretch" it)
     frame_correlation: float  # ρ of the initial noise across frames its sampler draws (0: independent)
+    anchor: float | None  # time its sampler restarts the visible layer from the silhouette (None: never)
     info: dict = field(default_factory=dict)  # ours: the file's info metadata (e.g. the training record)
 
     @cached_property
@@ -45,8 +48,9 @@ class ModelCard:
         return count_flops(self.config)["total"]
 
     def sample_config(self, **settings: Any) -> SampleConfig:
-        """The sampler settings for this model: `settings` (steps, solver, ...) with its frame correlation."""
-        return SampleConfig(frame_correlation=self.frame_correlation, **settings)
+        """The sampler settings for this model: `settings` (steps, solver, anchor, ...) over its frame
+        correlation and anchor."""
+        return SampleConfig(**{"frame_correlation": self.frame_correlation, "anchor": self.anchor, **settings})
 
 
 def model_mode(cfg: WTDiTConfig, normalization: PointNormalization) -> str:
@@ -60,18 +64,22 @@ def make_card(
     cfg: WTDiTConfig, normalization: PointNormalization, name: str, release: str, info: dict | None = None
 ) -> ModelCard:
     """The card of a model; its sampler follows the release its weights come from (a converted
-    official file names it in its info)."""
+    official file names it in its info). Object models trained here anchor the visible layer at the
+    time their info names, else at OBJECT_ANCHOR; the released models never do."""
     info = info or {}
+    mode = model_mode(cfg, normalization)
+    own = release == "ours" and "release" not in info  # trained here, not a converted release
     return ModelCard(
         name=name,
         release=release,
-        mode=model_mode(cfg, normalization),
+        mode=mode,
         image_size=cfg.image_size,
         layers=cfg.num_layers,
         parameters=count_parameters(cfg),
         config=cfg,
         scene_framing=None if release == "ours" else "stretch",
         frame_correlation=release_frame_correlation(info.get("release", release), cfg),
+        anchor=info.get("anchor", OBJECT_ANCHOR) if own and mode == "object" else None,
         info=info,
     )
 

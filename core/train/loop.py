@@ -31,9 +31,9 @@ from ..atomic import write_atomic
 from ..data.shards import ShardReader
 from ..geometry.points import PointNormalization
 from ..model.checkpoint import check_state_dict, save_checkpoint
+from ..model.loading import make_card
 from ..model.wtdit import WTDiT, build_config
 from ..plots import line_plot
-from ..sampling import SampleConfig
 from .evaluate import evaluate_model, prediction_figure, validation_loss
 from .flow import flow_loss
 
@@ -324,6 +324,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if master and val is not None and (step % cfg.eval_every == 0 or last):
                 indices = list(range(min(cfg.eval_samples, len(val))))
+                sampling = make_card(model_cfg, normalization, "run", "ours").sample_config(steps=cfg.eval_steps)
                 row = {
                     "step": step,
                     "val_loss": validation_loss(
@@ -331,19 +332,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     ),
                 }
                 row.update(
-                    {
-                        f"val_{k}": v
-                        for k, v in evaluate_model(
-                            ema, normalization, val, indices, SampleConfig(steps=cfg.eval_steps)
-                        ).items()
-                    }
+                    {f"val_{k}": v for k, v in evaluate_model(ema, normalization, val, indices, sampling).items()}
                 )
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 plot_curves(out)
-                prediction_figure(
-                    ema, normalization, val, indices[:3], out / "predictions.png", SampleConfig(steps=cfg.eval_steps)
-                )
+                prediction_figure(ema, normalization, val, indices[:3], out / "predictions.png", sampling)
             if master and (step % cfg.save_every == 0 or last):
                 run_s = wall_s + time.time() - t_start
                 save_state(state_path, model, ema, optimizer, step, cfg, run_s)
