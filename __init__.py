@@ -12,7 +12,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import operators, ui
-from .operators import trace
+from .operators import pytorch, trace
 from .preferences import WT_Preferences
 
 CLASSES = (WT_Preferences, *ui.CLASSES, *operators.CLASSES)
@@ -41,6 +41,7 @@ def register() -> None:
 
 def unregister() -> None:
     trace.stop(release=True)
+    pytorch.forget_paths()
     for handlers, handler in (
         (bpy.app.handlers.load_pre, _stop_on_load),
         (bpy.app.handlers.load_post, _defaults_on_load),

@@ -1,5 +1,6 @@
 """Operators: everything that acts on Blender data (main thread), plus the background trace job."""
 
+from . import pytorch
 from .export import WT_OT_export
 from .trace import (
     WT_OT_cancel,
@@ -24,4 +25,5 @@ CLASSES = (
     WT_OT_release,
     WT_OT_export,
     WT_OT_report,
+    *pytorch.CLASSES,
 )

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..preferences import preferences
 from .job import TraceRequest
+from .pytorch import prepare_torch
 
 NON_COLOR = ("Non-Color", "Raw", "Generic Data")  # colour spaces whose pixels are data, shown as they are
 
@@ -102,6 +103,7 @@ def make_request(
     A file Pillow cannot read but Blender can is decoded by Blender here (main thread).
     """
     settings, prefs = context.scene.world_tracing, preferences(context)
+    prepare_torch(context)
     request = TraceRequest(
         checkpoint=selected_checkpoint(context),
         device=prefs.device,

@@ -19,6 +19,7 @@ from ..core.layered import LayeredPointMap
 from ..preferences import preferences
 from . import state
 from .job import TraceJob, TraceRequest, check_model, release_models
+from .pytorch import prepare_torch
 from .request import make_request, selected_checkpoint
 from .scene import BuildOptions, build_result, result_name
 
@@ -373,6 +374,7 @@ class WT_OT_check_model(bpy.types.Operator):
     def execute(self, context):
         path = ""
         try:
+            prepare_torch(context)
             path = selected_checkpoint(context)
             card = check_model(path, preferences(context).device)
         except (ValueError, FileNotFoundError) as e:

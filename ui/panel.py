@@ -8,6 +8,7 @@ import bpy
 
 from ..operators import state
 from ..operators.job import model_card
+from ..operators.pytorch import pending_restart
 from ..operators.request import selected_checkpoint
 from ..operators.scene import result_layers
 from ..operators.trace import sample_count
@@ -76,6 +77,8 @@ class WT_PT_trace(bpy.types.Panel):
             name = os.path.basename(prefs.checkpoint) if prefs.checkpoint else "shipped tiny model"
             row.label(text=f"Model: {name}", icon="NETWORK_DRIVE")
         row.operator("world_tracing.check_model", text="", icon="VIEWZOOM")
+        if pending_restart(context):
+            layout.label(text="PyTorch source changed: restart Blender to use it", icon="INFO")
 
         job = state.job
         if state.busy() and job.abandoned:
