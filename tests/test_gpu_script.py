@@ -38,3 +38,18 @@ def test_train_gpu_script_warm_starts_trains_evaluates_and_writes_results(tmp_pa
 def test_train_gpu_script_explains_its_arguments():
     result = subprocess.run(["bash", "scripts/train_gpu.sh"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_release_benchmark_checks_bf16_against_fp32_before_timing():
+    """benchmarks/bench_official.py --check (the GPU run's first command) on the CPU with bf16 weights:
+    one forward against the eager fp32 model of the same weights, a real deviation inside the tolerance."""
+    import re
+
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_official.py", "--configs", "tiny", "--dtype", "bfloat16", "--check",
+         "--no-timing", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    deviation, tolerance = map(float, re.search(r"deviation ([\d.]+), within ([\d.]+)", result.stdout).groups())
+    assert 0 < deviation <= tolerance, result.stdout
