@@ -128,6 +128,9 @@ def _trace(args: argparse.Namespace) -> None:
     from .inference import pick_device, trace_image
     from .model.loading import load_model
 
+    if args.mode == "dynamic":
+        _trace_clip(args)
+        return
     rgba = read_image(args.image)
     if args.mask:
         rgba = with_mask(rgba, read_image(args.mask))
@@ -154,6 +157,42 @@ def _trace(args: argparse.Namespace) -> None:
         f"wrote {args.out}: {result.num_layers} layers at {result.width}×{result.height}, "
         f"{int(result.valid.sum())} points (edge filter {args.edge_filter:g}, far limit {far:g}), "
         f"fx={result.intrinsics[0, 0]:.1f}px"
+    )
+
+
+def _trace_clip(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .assets import default_checkpoint
+    from .clip import read_clip, trace_clip, window_starts
+    from .inference import pick_device
+    from .model.loading import load_model
+
+    frames = read_clip(args.image)
+    model, normalization, card = load_model(args.checkpoint or default_checkpoint(), pick_device(args.device))
+    if card.mode != "dynamic":
+        print(
+            f"{card.name} is a single-image model ({card.mode}); no dynamic model ships yet, so each frame is "
+            "traced on its own and scaled to agree with the one before (pass a temporal --checkpoint)"
+        )
+    cfg = card.sample_config(steps=args.steps, solver=args.solver)
+    runs = len(frames) if card.mode != "dynamic" else len(window_starts(len(frames)))
+    with tqdm(total=runs * cfg.steps, desc="trace", unit="step") as bar:
+        clip = trace_clip(
+            model,
+            normalization,
+            frames,
+            cfg,
+            args.seed,
+            on_step=lambda frame, step: bar.update(1),
+            framing=card.scene_framing,
+            edge_filter_strength=args.edge_filter,
+        )
+    clip.save(args.out)
+    T, L, H, W = clip.valid.shape
+    print(
+        f"wrote {args.out}: {T} frames × {L} layers at {W}×{H}, {int(clip.valid.sum())} points, "
+        f"fx={clip.intrinsics[0, 0]:.1f}px"
     )
 
 
@@ -216,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_generate, parser=g)
 
     t = sub.add_parser("trace", help="trace an image into a layered point map (.npz)")
-    t.add_argument("image", help="PNG or JPEG (alpha = foreground in object mode)")
+    t.add_argument(
+        "image",
+        help="PNG or JPEG (alpha = foreground in object mode); dynamic mode: a folder of frames (sorted by name), "
+        "an animated GIF/PNG/WebP/TIFF, or a video (with PyAV installed)",
+    )
     t.add_argument("--out", required=True, type=output_file, help="output .npz: points, valid, intrinsics, image")
     t.add_argument("--checkpoint", help="model .safetensors (default: the shipped one)")
     t.add_argument("--steps", type=positive_int, default=20, help="sampler steps")
@@ -225,7 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=positive_int, default=1, help="samples drawn in one batch (kept as samples_points)"
     )
     t.add_argument("--solver", choices=["euler", "heun"], default="euler")
-    t.add_argument("--mode", choices=["object", "scene"], default="object")
+    t.add_argument(
+        "--mode",
+        choices=["object", "scene", "dynamic"],
+        default="object",
+        help="dynamic: a clip in, (T, L, H, W, 3) out",
+    )
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     t.add_argument(
         "--edge-filter",

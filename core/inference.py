@@ -83,38 +83,48 @@ def predict(
     seed: int = 0,
     on_step: Callable[[SamplerStep], None] | None = None,
 ) -> Prediction:
-    """Sample layered geometry for square images at the model's resolution.
+    """Sample layered geometry for square images (or clips) at the model's resolution.
 
-    image [B, 3, H, W] in [0, 1] (background already painted), foreground [B, H, W] bool.
-    Sample k draws its noise from a generator seeded with seed + k on the model's device, so it
-    does not depend on the batch it is in. `on_step` is called after every sampler step and may
-    raise TraceCancelled. With cfg.anchor set, the visible layer restarts from the inflated
-    foreground placed like the model's first guess (`core/sampling.py`): for objects only.
+    image [B, 3, H, W] in [0, 1] (background already painted), foreground [B, H, W] bool; or a clip
+    for a temporal model: image [B, T, 3, H, W], foreground [B, T, H, W]. Returns [B, T·L, ...]
+    (frame-major). Sample k draws its noise from a generator seeded with seed + k on the model's
+    device, so it does not depend on the batch it is in. `on_step` is called after every sampler step
+    and may raise TraceCancelled. With cfg.anchor set, the visible layer of a single image restarts
+    from the inflated foreground placed like the model's first guess (`core/sampling.py`): for
+    objects only.
     """
     device = next(model.parameters()).device
-    B, _, H, W = image.shape
+    clip = image.dim() == 5
+    frames = foreground.to(device) if clip else foreground.to(device)[:, None]  # [B, T, H, W]
+    B, T, H, W = frames.shape
     L = model.cfg.num_layers
     generator = [torch.Generator(device).manual_seed(seed + k) for k in range(B)]
-    image, foreground = image.to(device), foreground.to(device)
-    noise = initial_noise(B, 1, L, H, W, cfg, generator, device)
-    valid_in = foreground[:, None].expand(B, L, H, W)
+    image = image.to(device)
+    noise = initial_noise(B, T, L, H, W, cfg, generator, device)
+    valid_in = frames[:, :, None].expand(B, T, L, H, W).reshape(B, T * L, H, W)
     unit = torch.ones(B, device=device)
 
     def anchor(x0: torch.Tensor) -> torch.Tensor:
         """The visible layer's restart [B, H, W, 3]: the inflated mask placed like the first guess x̂0."""
-        return normalization.normalize(placed_inflation(foreground, normalization.denormalize(x0[:, 0], unit)), unit)
+        return normalization.normalize(placed_inflation(frames[:, 0], normalization.denormalize(x0[:, 0], unit)), unit)
 
     x = noise
     steps = sample_steps(
-        model_callable(model, foreground), image, noise, cfg, valid=valid_in, generator=generator, anchor=anchor
+        model_callable(model, None if clip else frames[:, 0]),
+        image,
+        noise,
+        cfg,
+        valid=valid_in,
+        generator=generator,
+        anchor=None if clip else anchor,
     )
     for step in steps:
         x = step.x
         if on_step is not None:
             on_step(step)
-    points = normalization.denormalize(x.float())  # [B, L, H, W, 3]
-    valid = collapsed_layers_to_valid(points, foreground, COLLAPSE_GAP)
-    return Prediction(points * valid[..., None], valid)
+    points = normalization.denormalize(x.float()).reshape(B * T, L, H, W, 3)
+    valid = collapsed_layers_to_valid(points, frames.reshape(B * T, H, W), COLLAPSE_GAP)
+    return Prediction((points * valid[..., None]).reshape(B, T * L, H, W, 3), valid.reshape(B, T * L, H, W))
 
 
 def trace_image(
@@ -150,16 +160,32 @@ def trace_image(
     image = torch.from_numpy(prepared.image).permute(2, 0, 1)[None].float().div(255).expand(samples, -1, -1, -1)
     foreground = torch.from_numpy(prepared.foreground)[None].expand(samples, -1, -1)
     pred = predict(model, normalization, image, foreground, cfg, seed, on_step)
-    box = prepared.box
     model_points, model_valid = pred.points.cpu(), pred.valid.cpu()
-    intrinsics = intrinsics_in_input(model_points[0, 0].numpy(), model_valid[0, 0].numpy(), box)
-    filtered = edge_filter(model_points.numpy(), model_valid.numpy(), edge_filter_strength)
-    kept = torch.from_numpy(far_limit(model_points.numpy(), filtered, far_limit_factor))
-    points, valid = restore_layers(model_points, model_valid, box, intrinsics, foreground_mask(rgba, mode), kept)
+    intrinsics = intrinsics_in_input(model_points[0, 0].numpy(), model_valid[0, 0].numpy(), prepared.box)
+    points, valid = to_input(
+        model_points, model_valid, prepared.box, intrinsics, foreground_mask(rgba, mode), edge_filter_strength,
+        far_limit_factor,
+    )  # fmt: skip
     extras = {}
     if samples > 1:
         extras = {"samples_points": points.numpy(), "samples_valid": valid.numpy()}
     return LayeredPointMap(points[0].numpy(), valid[0].numpy(), intrinsics, np.ascontiguousarray(rgba[..., :3]), extras)
+
+
+def to_input(
+    points: torch.Tensor,
+    valid: torch.Tensor,
+    box: ImageBox,
+    intrinsics: np.ndarray,
+    foreground: np.ndarray,
+    edge_filter_strength: float = DEFAULT_STRENGTH,
+    far_limit_factor: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-resolution layers [K, L, S, S, 3] → input resolution [K, L, H, W, 3] on the rays of
+    `intrinsics`, after the edge filter and the far limit (judged at the model's resolution)."""
+    filtered = edge_filter(points.numpy(), valid.numpy(), edge_filter_strength)
+    kept = torch.from_numpy(far_limit(points.numpy(), filtered, far_limit_factor))
+    return restore_layers(points, valid, box, intrinsics, foreground, kept)
 
 
 def intrinsics_in_input(points: np.ndarray, valid: np.ndarray, box: ImageBox) -> np.ndarray:
