@@ -37,6 +37,7 @@ def register() -> None:
     bpy.app.handlers.load_pre.append(_stop_on_load)
     bpy.app.handlers.load_post.append(_defaults_on_load)
     bpy.app.timers.register(_defaults_on_load, first_interval=0.0)  # bpy.data is not open during register
+    pytorch.warm_up()
 
 
 def unregister() -> None:

@@ -14,7 +14,9 @@ and deleted on cancel or failure; then installed offline from those files (`pip 
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import json
+import os
 import platform
 import re
 import shutil
@@ -162,6 +164,36 @@ def active_folder(source: str, user_dir: str | Path, environment: str = "") -> P
     raise ValueError(f"unknown PyTorch source {source!r}; choose from {', '.join(SOURCES)}")
 
 
+def precompile(folder: str | Path | None = None) -> subprocess.Popen | None:
+    """Compile the bytecode of the site-packages that holds torch, in a background process at low
+    priority, so that the first trace does not wait for Python to compile torch's modules (a fresh
+    install has none: Blender extracts the wheels as plain sources).
+
+    folder: the chosen site-packages (None: where `import torch` would look, found without importing
+    it). Returns the process, or None when torch is not there or its bytecode exists already.
+    """
+    if folder is not None:
+        package = Path(folder) / "torch"
+    else:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.origin is None:
+            return None
+        package = Path(spec.origin).parent
+    if not (package / "__init__.py").is_file() or (package / "__pycache__").is_dir():
+        return None
+    if sys.platform == "win32":
+        options: dict = {"creationflags": subprocess.BELOW_NORMAL_PRIORITY_CLASS}
+    else:
+        options = {"preexec_fn": lambda: os.nice(19)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", str(package.parent)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        **options,
+    )
+
+
 def remove_installs(user_dir: str | Path) -> None:
     """Delete every GPU build under the user folder (choosing *bundled* again frees the space)."""
     shutil.rmtree(Path(user_dir) / INSTALL_FOLDER, ignore_errors=True)
@@ -286,8 +318,6 @@ class Install:
 def _clean_environment() -> dict[str, str]:
     """The environment pip runs in: this process's, without variables that would redirect its install
     (pip also runs --isolated: no configuration files)."""
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
@@ -316,6 +346,7 @@ def _pip_failure(output: str, index_url: str) -> str:
 
 
 installing: Install | None = None  # the extension's running (or last) install, shown by the preferences
+compiling: subprocess.Popen | None = None  # the bytecode warm-up started when the extension was enabled
 seen_devices: list[str] = []  # what the chosen PyTorch saw at the last Check Device
 
 

@@ -35,6 +35,17 @@ def prepare_torch(context=None) -> str:
     return str(folder)
 
 
+def warm_up() -> None:
+    """Start compiling the chosen PyTorch's bytecode in the background (on enable; see
+    torch_source.precompile). A source that cannot be used is left to the first trace to report."""
+    try:
+        folder = chosen_folder()
+    except (ValueError, KeyError, AttributeError):
+        return
+    if "torch" not in sys.modules:
+        torch_source.compiling = torch_source.precompile(folder)
+
+
 def forget_paths() -> None:
     """Take every folder this extension added off sys.path (unregister)."""
     for folder in _added:

@@ -252,3 +252,18 @@ def test_installs_are_only_complete_folders(tmp_path):
         assert str(root / "cu128") not in sys.path and sys.path[0] == "unused"
     finally:
         sys.path.remove("unused")
+
+
+def test_torch_bytecode_is_compiled_once_in_the_background(tmp_path):
+    """A site-packages whose torch has no bytecode yet (as Blender extracts a wheel) gets it from a
+    background compileall; once there, or without torch, nothing is started."""
+    site = tmp_path / "site-packages"
+    (site / "torch" / "nn").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text("from . import nn\n")
+    (site / "torch" / "nn" / "__init__.py").write_text("VALUE = 1\n")
+    process = torch_source.precompile(site)
+    assert process is not None and process.wait(120) == 0
+    assert list((site / "torch" / "__pycache__").glob("__init__.*.pyc"))
+    assert list((site / "torch" / "nn" / "__pycache__").glob("__init__.*.pyc"))
+    assert torch_source.precompile(site) is None
+    assert torch_source.precompile(tmp_path) is None
