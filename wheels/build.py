@@ -209,11 +209,27 @@ def top_level_modules(wheel: Path) -> set[str]:
     return names
 
 
+def optional_imports(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside the body of a `try` whose handlers catch ImportError (or ModuleNotFoundError)."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = set()
+        for handler in node.handlers:
+            kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+            caught |= {k.id for k in kinds if isinstance(k, ast.Name)}
+        if caught & {"ImportError", "ModuleNotFoundError"}:
+            inside |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    return inside
+
+
 def foreign_imports(package: Path, provided: set[str]) -> dict[str, list[str]]:
     """{module name: [files]} of absolute imports inside an extension zip that nothing provides.
 
     Provided are the standard library, Blender's own modules, `provided` (the bundled wheels) and
-    the extension's own top-level modules. Imports inside functions count: they run on a click.
+    the extension's own top-level modules. Imports inside functions count: they run on a click. An
+    import inside a `try` that handles ImportError is optional (the code says what happens without it).
     """
     found: dict[str, list[str]] = {}
     with zipfile.ZipFile(package) as z:
@@ -221,7 +237,10 @@ def foreign_imports(package: Path, provided: set[str]) -> dict[str, list[str]]:
         own = {n.split("/", 1)[0].removesuffix(".py") for n in z.namelist()}
         for name in files:
             tree = ast.parse(z.read(name), filename=name)
+            optional = optional_imports(tree)
             for node in ast.walk(tree):
+                if id(node) in optional:
+                    continue
                 if isinstance(node, ast.Import):
                     modules = [alias.name for alias in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
