@@ -20,7 +20,7 @@ import torch
 
 from .atomic import write_atomic
 from .geometry.edges import DEFAULT_STRENGTH
-from .geometry.points import PointNormalization
+from .geometry.points import PointNormalization, pixel_rays
 from .imageio import BACKGROUND, ImageError, prepare_image, read_image
 from .inference import intrinsics_in_input, predict, to_input, trace_image
 from .layered import LayeredPointMap, write_npz
@@ -43,6 +43,10 @@ class LayeredClip:
     valid: np.ndarray
     intrinsics: np.ndarray
     image: np.ndarray
+
+    def frame(self, t: int) -> LayeredPointMap:
+        """Frame t as a LayeredPointMap (views of the clip's arrays)."""
+        return LayeredPointMap(self.points[t], self.valid[t], self.intrinsics, self.image[t])
 
     def save(self, path: str | os.PathLike) -> None:
         arrays = {"points": self.points, "valid": self.valid, "intrinsics": self.intrinsics, "image": self.image}
@@ -202,7 +206,8 @@ def _per_frame(
     framing: str | None,
     edge_filter_strength: float,
 ) -> LayeredClip:
-    """Every frame traced on its own by a single-image model, each scaled to agree with the one before."""
+    """Every frame traced on its own by a single-image model, each scaled to agree with the one before,
+    then put on the rays of one camera (the median of the frames' own)."""
     mode = "object" if (frames[..., 3] < 255).any() else "scene"
     traced: list[LayeredPointMap] = []
     for i, frame in enumerate(frames):
@@ -216,9 +221,7 @@ def _per_frame(
             lpm.points *= scale_to(lpm.points[0], lpm.valid[0], previous.points[0], previous.valid[0])
         traced.append(lpm)
     intrinsics = np.median(np.stack([t.intrinsics for t in traced]), axis=0).astype(np.float32)
-    return LayeredClip(
-        np.stack([t.points for t in traced]),
-        np.stack([t.valid for t in traced]),
-        intrinsics,
-        np.ascontiguousarray(frames[..., :3]),
-    )
+    points = np.stack([t.points for t in traced])  # (T, L, H, W, 3)
+    rays = pixel_rays(torch.from_numpy(intrinsics), *points.shape[2:4]).numpy()  # (H, W, 3)
+    points = points[..., 2:] * rays  # every frame on the clip's one camera: each pixel keeps its depth
+    return LayeredClip(points, np.stack([t.valid for t in traced]), intrinsics, np.ascontiguousarray(frames[..., :3]))

@@ -10,12 +10,14 @@ from .trace import (
     WT_OT_report,
     WT_OT_resample,
     WT_OT_show_sample,
+    WT_OT_trace_clip,
     WT_OT_trace_image,
     WT_OT_view_camera,
 )
 
 CLASSES = (
     WT_OT_trace_image,
+    WT_OT_trace_clip,
     WT_OT_cancel,
     WT_OT_resample,
     WT_OT_show_sample,

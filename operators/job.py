@@ -38,6 +38,7 @@ class TraceRequest:
     pixels: np.ndarray | None = None  # ... or RGBA uint8 (H, W, 4) taken from a Blender image
     label: str = "the image"  # how messages name the input
     mask: np.ndarray | None = None  # object mode: RGBA uint8 (H, W, 4) of a mask image (`with_mask`)
+    clip_path: str = ""  # dynamic mode: a folder of frames, an animated image or a video (`core.clip`)
 
 
 @dataclass
@@ -166,7 +167,10 @@ def check_model(checkpoint: str, device_name: str) -> dict:
 
 
 def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event):
-    """The work itself (any thread): returns a LayeredPointMap; raises Cancelled or a clear error."""
+    """The work itself (any thread): returns a LayeredPointMap (a LayeredClip for a clip); raises
+    Cancelled or a clear error."""
+    if request.clip_path:
+        return run_clip(request, progress, cancel)
     from ..core.imageio import downsized, read_image, with_mask
     from ..core.inference import TraceCancelled, trace_image
 
@@ -202,6 +206,39 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
             framing,
             request.edge_filter,
             request.far_limit,
+        )
+    except TraceCancelled:
+        raise Cancelled() from None
+
+
+def run_clip(request: TraceRequest, progress: Progress, cancel: threading.Event):
+    """A clip's frames traced into a LayeredClip; progress counts the steps of every window or frame."""
+    from ..core.clip import read_clip, trace_clip, window_starts
+    from ..core.imageio import downsized
+    from ..core.inference import TraceCancelled
+
+    progress.stage = "reading frames"
+    frames = read_clip(request.clip_path)
+    if request.geometry_size:
+        frames = np.stack([downsized(f, request.geometry_size) for f in frames])
+    progress.stage = "loading model"
+    model, normalization, card = load_model_cached(request.checkpoint, request.device)
+    if cancel.is_set():
+        raise Cancelled()
+    cfg = card.sample_config(steps=request.steps)
+    runs = len(window_starts(len(frames))) if model.cfg.temporal else len(frames)
+    progress.total, progress.started, progress.stage = runs * cfg.steps, time.monotonic(), "sampling"
+    done = [0]
+
+    def on_step(frame: int, step) -> None:
+        done[0] += 1
+        progress.step = done[0]
+        if cancel.is_set():
+            raise TraceCancelled()
+
+    try:
+        return trace_clip(
+            model, normalization, frames, cfg, request.seed, on_step, card.scene_framing, request.edge_filter
         )
     except TraceCancelled:
         raise Cancelled() from None

@@ -103,6 +103,8 @@ def make_request(
     A file Pillow cannot read but Blender can is decoded by Blender here (main thread).
     """
     settings, prefs = context.scene.world_tracing, preferences(context)
+    if settings.mode == "dynamic":
+        raise ValueError("dynamic mode traces clips: use Trace Clip (an image sequence, a movie or a folder of frames)")
     prepare_torch(context)
     request = TraceRequest(
         checkpoint=selected_checkpoint(context),
@@ -133,3 +135,40 @@ def make_request(
         request.pixels = image_pixels(image)
     request.label = stem = Path(image.name).stem
     return request, stem, image
+
+
+def make_clip_request(context, seed: int, filepath: str = "") -> tuple[TraceRequest, str, bpy.types.Image | None]:
+    """(request, name stem for the result, Blender image to show behind the camera) for a clip: `filepath`
+    (a folder of frames, an animated image or a video), else the panel's image when it is an image
+    sequence (its folder is read) or a movie."""
+    settings, prefs = context.scene.world_tracing, preferences(context)
+    background = None
+    if filepath:
+        path = bpy.path.abspath(filepath)
+    else:
+        image = settings.image or editor_image(context)
+        if image is None or image.source not in ("SEQUENCE", "MOVIE"):
+            raise ValueError(
+                "no clip: open an image sequence or a movie as the image in dynamic mode, or pass filepath= "
+                "(a folder of frames)"
+            )
+        path = bpy.path.abspath(image.filepath)
+        if image.source == "SEQUENCE":
+            path = os.path.dirname(path)
+        background = image
+    prepare_torch(context)
+    stem = Path(path.rstrip("/\\")).stem or "clip"
+    request = TraceRequest(
+        checkpoint=selected_checkpoint(context),
+        device=prefs.device,
+        mode="dynamic",
+        steps=settings.steps,
+        seed=seed,
+        samples=1,
+        edge_filter=settings.edge_filter,
+        far_limit=0.0,
+        geometry_size=settings.geometry_size,
+        label=stem,
+        clip_path=path,
+    )
+    return request, stem, background

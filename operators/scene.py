@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import bpy
 import numpy as np
@@ -25,6 +26,9 @@ from ..core.geometry.occupancy import DIVISIONS
 from ..core.layered import LAYER_COLOURS, LayeredPointMap
 from .materials import TINT_STRENGTH, emission_material, image_from_array
 from .solid import solid_object, solid_voxels
+
+if TYPE_CHECKING:  # core.clip imports torch, which is loaded on the first trace only
+    from ..core.clip import LayeredClip
 
 PREFIX = "WT"
 MAX_SOLID_FACES = 200_000
@@ -233,6 +237,8 @@ def remove_result(collection: bpy.types.Collection) -> None:
             if mat is not None and mat.users == 0:
                 bpy.data.materials.remove(mat)
     image = collection.get("wt_image")
+    for child in list(collection.children_recursive):
+        bpy.data.collections.remove(child)
     bpy.data.collections.remove(collection)
     if image is not None and image.get("wt_generated") and image.users == 0:
         bpy.data.images.remove(image)
@@ -314,6 +320,93 @@ def build_result(
     return collection
 
 
+def build_clip_result(
+    scene: bpy.types.Scene,
+    clip: LayeredClip,
+    name: str,
+    options: BuildOptions,
+    background: bpy.types.Image | None = None,
+    properties: dict | None = None,
+) -> bpy.types.Collection:
+    """A clip's result: one matched camera for the clip (`background` behind it, else the first frame),
+    a novel-view camera, and for every frame its layers' points and/or meshes (in one child collection
+    per layer), each shown on its own frame only (its visibility keyed), so the result plays with the
+    timeline from frame 1 and renders on every frame. Every vertex also carries `wt_frame` (0-based).
+    Nothing is left if building fails."""
+    T = len(clip.image)
+    collection = bpy.data.collections.new(name)
+    scene.collection.children.link(collection)
+    try:
+        first = clip.frame(0)
+        image = background if background is not None else image_from_array(name, first.image)
+        collection["wt_image"] = image
+        collection["wt_result_id"] = uuid.uuid4().hex
+        collection["wt_frames"] = T
+        for key, value in (properties or {}).items():
+            collection[key] = value
+        camera = matched_camera(f"{name} camera", first, image)
+        if background is not None and background.source in ("SEQUENCE", "MOVIE"):
+            user = camera.data.background_images[0].image_user
+            user.frame_start, user.frame_duration, user.use_auto_refresh = 1, T, True
+        collection.objects.link(camera)
+        layers: dict[int, bpy.types.Collection] = {}  # one child collection per layer (hide a layer there)
+        materials: dict[int, bpy.types.Material] = {}
+        for t in range(T):
+            lpm = clip.frame(t)
+            for k in options.layers or range(lpm.num_layers):
+                if k < lpm.num_layers and lpm.valid[k].any():
+                    for obj in frame_layer_objects(name, lpm, k, t, options, materials):
+                        show_on_frame_only(obj, t + 1, T)
+                        if k not in layers:
+                            layers[k] = bpy.data.collections.new(f"{name} L{k}")
+                            layers[k]["wt_layer"] = k
+                            collection.children.link(layers[k])
+                        layers[k].objects.link(obj)
+        front = first.points[0][first.valid[0]]
+        centre = opencv_to_world(np.median(front, axis=0, keepdims=True))[0] if len(front) else np.array([0, 2, 0.0])
+        for obj in orbit_camera(f"{name} novel view", camera, centre):
+            collection.objects.link(obj)
+        cam = intrinsics_to_blender_camera(first.intrinsics, first.width, first.height)
+        collection["wt_resolution"] = (first.width, first.height)
+        collection["wt_pixel_aspect"] = (cam.pixel_aspect_x, cam.pixel_aspect_y)
+        match_render(scene, collection)
+        scene.frame_start, scene.frame_end = 1, T
+    except BaseException:
+        remove_result(collection)
+        raise
+    return collection
+
+
+def frame_layer_objects(
+    name: str, lpm: LayeredPointMap, layer: int, frame: int, options: BuildOptions, materials: dict
+) -> list[bpy.types.Object]:
+    """One frame's layer as points and/or a mesh named after the result `name`, with `wt_frame`; meshes
+    share one material per layer (`materials`, filled as needed: colour from wt_color)."""
+    made = []
+    if options.output in ("POINTS", "BOTH"):
+        made.append(points_object(f"{name} points L{layer} F{frame + 1}", lpm, layer, options.point_size))
+    if options.output in ("MESHES", "BOTH"):
+        if layer not in materials:
+            tint = None if layer == 0 else LAYER_COLOURS[layer % len(LAYER_COLOURS)]
+            materials[layer] = emission_material(f"{name} mesh L{layer}", None, tint)
+        mesh = mesh_object(f"{name} mesh L{layer} F{frame + 1}", lpm, layer, options.max_rel_jump, materials[layer])
+        made.append(mesh)
+    for obj in made:
+        values = np.full(len(obj.data.vertices), frame, np.int32)
+        obj.data.attributes.new("wt_frame", "INT", "POINT").data.foreach_set("value", values)
+    return made
+
+
+def show_on_frame_only(obj: bpy.types.Object, frame: int, last: int) -> None:
+    """Key an object's viewport and render visibility so that it shows on `frame` only (of frames 1..last)."""
+    keys = [(frame, False)] + [(f, True) for f in (frame - 1, frame + 1) if 1 <= f <= last]
+    for f, hidden in keys:
+        obj.hide_viewport = obj.hide_render = hidden
+        obj.keyframe_insert("hide_viewport", frame=f)
+        obj.keyframe_insert("hide_render", frame=f)
+    obj.hide_viewport = obj.hide_render = frame != 1  # as on frame 1, until the timeline evaluates it
+
+
 def matched_camera_of(collection: bpy.types.Collection) -> bpy.types.Object:
     """The camera of a result that reproduces its image (the novel-view camera has a parent)."""
     camera = next((o for o in collection.objects if o.type == "CAMERA" and o.parent is None), None)
@@ -348,6 +441,11 @@ def result_layers(collection: bpy.types.Collection) -> dict[int, list[bpy.types.
 def layered_from_result(collection: bpy.types.Collection) -> LayeredPointMap:
     """Read a (possibly edited) result back as a LayeredPointMap: vertex positions into the matched
     camera's OpenCV frame, placed at their wt_pixel; deleted points become invalid."""
+    if "wt_frames" in collection:
+        raise ValueError(
+            f"{collection.name} is a clip: it is not exported as one map (`python -m core trace FRAMES --mode "
+            "dynamic` writes a clip's .npz)"
+        )
     camera = matched_camera_of(collection)
     image = collection.get("wt_image")
     if image is None or "wt_pixel_aspect" not in collection:

@@ -20,8 +20,8 @@ from ..preferences import preferences
 from . import state
 from .job import TraceJob, TraceRequest, check_model, release_models
 from .pytorch import prepare_torch
-from .request import make_request, selected_checkpoint
-from .scene import BuildOptions, build_result, result_name
+from .request import make_clip_request, make_request, selected_checkpoint
+from .scene import BuildOptions, build_clip_result, build_result, result_name
 
 
 def tell(level: str, text: str) -> None:
@@ -113,14 +113,41 @@ def finish(
     )
 
 
+def finish_clip(scene_name: str, stem: str, request: TraceRequest, background, clip, started: float) -> None:
+    """Main thread: turn a traced clip into an animated result collection, select it, push an undo step."""
+    scene = bpy.data.scenes[scene_name]
+    properties = {
+        "wt_source": request.clip_path,
+        "wt_seed": request.seed,
+        "wt_steps": request.steps,
+        "wt_mode": "dynamic",
+        "wt_model": bpy.path.basename(request.checkpoint),
+    }
+    t0 = time.perf_counter()
+    options = dataclasses.replace(build_options(scene.world_tracing), solid=False)
+    collection = build_clip_result(scene, clip, result_name(stem), options, background, properties)
+    scene.world_tracing.result = collection
+    push_undo("Trace Clip")
+    T = len(clip.image)
+    tell(
+        "WARNING" if scene.world_tracing.solid else "INFO",
+        f"traced {stem}: {T} frames, {int(clip.valid.sum())} points (frames 1–{T} on the timeline; "
+        f"{time.monotonic() - started:.1f} s, scene built in {time.perf_counter() - t0:.2f} s)"
+        + ("; no solid for clips" if scene.world_tracing.solid else ""),
+    )
+
+
 def new_job(context, request: TraceRequest, stem: str, image, replace_id: str = "") -> TraceJob:
     """The (not yet started) job of a request, whose outcome goes to the scene it was asked from and
     ends up in `state.message`: INFO (built), WARNING (cancelled) or ERROR."""
     scene_name, started = context.scene.name, time.monotonic()
 
-    def on_done(lpm):
+    def on_done(result):
         try:
-            finish(scene_name, stem, request, image, lpm, started, replace_id)
+            if request.clip_path:
+                finish_clip(scene_name, stem, request, image, result, started)
+            else:
+                finish(scene_name, stem, request, image, result, started, replace_id)
         except Exception as e:  # building failed: already rolled back
             tell("ERROR", f"could not build the result: {e}")
 
@@ -237,6 +264,35 @@ class WT_OT_trace_image(bpy.types.Operator):
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
         return run_from_operator(self, context, request, stem, image)
+
+
+class WT_OT_trace_clip(bpy.types.Operator):
+    """Trace a clip (a folder of frames, an animated image, or an image sequence or movie loaded in Blender) into
+    layered geometry that plays with the timeline"""
+
+    bl_idname = "world_tracing.trace_clip"
+    bl_label = "Trace Clip"
+    bl_options = {"REGISTER"}
+
+    filepath: StringProperty(
+        name="Clip", subtype="FILE_PATH", default="", options={"SKIP_SAVE"}, description="Empty: the panel's clip"
+    )
+    seed: IntProperty(name="Seed", default=-1, min=-1, options={"SKIP_SAVE"}, description="-1: the panel's seed")
+
+    @classmethod
+    def poll(cls, context) -> bool:
+        return not state.busy()
+
+    def execute(self, context):
+        settings = context.scene.world_tracing
+        try:
+            request, stem, background = make_clip_request(
+                context, settings.seed if self.seed < 0 else self.seed, self.filepath
+            )
+        except (ValueError, FileNotFoundError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        return run_from_operator(self, context, request, stem, background)
 
 
 class WT_OT_resample(bpy.types.Operator):

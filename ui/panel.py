@@ -37,7 +37,7 @@ class WT_PT_trace(bpy.types.Panel):
             row = col.row(align=True)
             row.label(text="Mask")
             row.template_ID(settings, "mask", open="image.open")
-        else:
+        elif settings.mode == "scene":
             col.prop(settings, "far_limit")
         col.prop(settings, "steps")
         col.prop(settings, "seed")
@@ -90,6 +90,8 @@ class WT_PT_trace(bpy.types.Panel):
             row = layout.row(align=True)
             row.progress(factor=p.fraction, type="BAR", text=text)
             row.operator("world_tracing.cancel", text="", icon="CANCEL")
+        elif settings.mode == "dynamic":
+            layout.operator("world_tracing.trace_clip", icon="SEQUENCE")
         else:
             layout.operator("world_tracing.trace_image", icon="OUTLINER_OB_POINTCLOUD")
         level, text = state.message

@@ -61,6 +61,7 @@ class WT_Settings(bpy.types.PropertyGroup):
         items=[
             ("object", "Object", "Foreground from the alpha channel, or a plain background keyed out"),
             ("scene", "Scene", "The whole frame is geometry"),
+            ("dynamic", "Clip", "A clip (an image sequence or a movie opened as the image): geometry for every frame"),
         ],
     )
     steps: IntProperty(name="Steps", default=20, min=1, max=200, description="Sampler steps (more: slower, finer)")
