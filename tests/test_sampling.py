@@ -234,3 +234,30 @@ def test_sampling_without_anchor_ignores_the_anchor_function():
     assert all(torch.equal(a.x, b.x) for a, b in zip(plain, anchored_off, strict=True))
     with pytest.raises(ValueError, match="anchor"):
         SampleConfig(anchor=1.0)
+
+
+def test_anchored_training_starts_the_visible_layer_from_the_placed_silhouette():
+    """With anchor_share = 1 every sample's layer 0 is (1 − t0)·prior + t0·noise at its time t0 < 0.4, the
+    prior being the truth's own silhouette inflation up to one scale per sample; hidden layers keep
+    their path. With share 0 nothing changes."""
+    from core.geometry.silhouette import inflate
+    from core.train.flow import ANCHOR_MAX_T, anchored_start
+
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    mask = (((yy - 15.5) / 10) ** 2 + ((xx - 15.5) / 12) ** 2 < 1)[None].expand(3, -1, -1)
+    truth = inflate(mask, 40.0, 3.0, 2)  # [B, 2, H, W, 3]: the inflation of its own mask
+    valid = mask[:, None].expand(-1, 2, -1, -1)
+    norm = PointNormalization("zscore")
+    x0, noise = norm.normalize(truth, torch.ones(3)), torch.randn(3, 2, 32, 32, 3)
+    t = torch.full((3, 2), 0.7)
+    x_t = 0.3 * x0 + 0.7 * noise
+    same = anchored_start(x_t, t, noise, truth, valid, norm, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(same[0], x_t) and torch.equal(same[1], t)
+    x_a, t_a = anchored_start(x_t, t, noise, truth, valid, norm, 1.0, torch.Generator().manual_seed(0))
+    t0 = t_a[:, 0]
+    assert (t0 < ANCHOR_MAX_T).all() and torch.equal(t_a[:, 1], t[:, 1]) and torch.equal(x_a[:, 1], x_t[:, 1])
+    prior = norm.denormalize((x_a[:, 0] - t0[:, None, None, None] * noise[:, 0]) / (1 - t0[:, None, None, None]))
+    ratio = prior[..., 2][mask] / truth[:, 0, ..., 2][mask]  # one scale per sample, the jitter
+    per_sample = ratio.split(int(mask[0].sum()))
+    assert all(torch.allclose(r, r[0].expand_as(r), rtol=1e-3) for r in per_sample)
+    assert any(abs(float(r[0]) - 1) > 1e-3 for r in per_sample)

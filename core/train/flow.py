@@ -5,6 +5,10 @@ endpoint error plus 0.1 × a monotonic-depth penalty. The endpoint error is eith
 network units) or "aligned" (ours, objects): the shape error after the per-sample scale and
 z-shift that the evaluation solves for (`core/train/metrics.py`), in units of the object's size,
 plus ALIGNED_PLACEMENT × the absolute error so that the placement is still learned.
+Anchored samples (ours, objects; `anchor_share`): the visible layer starts from the inflated
+foreground placed like the truth (scale jittered by ANCHOR_JITTER) and noised to a time in
+[0, ANCHOR_MAX_T), as the anchored sampler (`core/sampling.py`) restarts it, so the network learns to
+correct that start toward the truth while the hidden layers come down from their own times.
 Axes: B batch, L layers, H×W pixels.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry.points import PointNormalization, forward_fill_layers
+from ..geometry.silhouette import placed_inflation
 
 SCHEDULES = ("mixed", "per_layer", "shared_mixture", "logit_normal", "mixed_uniform")
 UNIFORM_SHARE = 0.25  # mixed_uniform: share of samples whose layers all take one t ~ U(0, 1)
@@ -20,6 +25,8 @@ LOSSES = ("absolute", "aligned")
 ALIGNED_PLACEMENT = 0.02  # weight of the absolute endpoint error inside the aligned loss
 LOW_NOISE_MEAN = -1.0  # layer 0's logit-normal is shifted toward low noise (our reading of "plateaued")
 DEPTH_PENALTY = 0.1  # weight of the monotonic-depth penalty
+ANCHOR_MAX_T = 0.4  # anchored samples: the visible layer's time is drawn from U(0, this)
+ANCHOR_JITTER = 0.1  # anchored samples: std of the log scale error of the placed inflation
 
 
 def logit_normal(
@@ -121,6 +128,37 @@ def object_extent(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(side) & (side > 0), side, torch.ones_like(side))
 
 
+def anchored_start(
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    points: torch.Tensor,
+    valid: torch.Tensor,
+    normalization: PointNormalization,
+    share: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, t) with the visible layer of a `share` of the samples restarted as the anchored sampler does.
+
+    x_t, noise: [B, L, H, W, 3] network units; t: [B, L]; points, valid: the camera-space truth
+    [B, L, H, W, 3] / [B, L, H, W]. A chosen sample's layer 0 becomes (1 − t0)·prior + t0·noise with
+    t0 ~ U(0, ANCHOR_MAX_T), the prior being the inflated foreground placed like its true layer 0 with
+    its scale off by exp(N(0, ANCHOR_JITTER)).
+    """
+    B, device = x_t.shape[0], x_t.device
+    with torch.no_grad():
+        jitter = torch.exp(ANCHOR_JITTER * torch.randn(B, generator=generator, device=device))
+        placed = placed_inflation(valid[:, 0], points[:, 0]) * jitter[:, None, None, None]
+        prior = normalization.normalize(placed, normalization.scale(points[:, :1], valid[:, :1]))
+    t0 = ANCHOR_MAX_T * torch.rand(B, generator=generator, device=device)
+    chosen = torch.rand(B, generator=generator, device=device) < share
+    x_t, t = x_t.clone(), t.clone()
+    start = (1 - t0[:, None, None, None]) * prior + t0[:, None, None, None] * noise[:, 0]
+    x_t[:, 0] = torch.where(chosen[:, None, None, None], start, x_t[:, 0])
+    t[:, 0] = torch.where(chosen, t0, t[:, 0])
+    return x_t, t
+
+
 def flow_loss(
     model,
     batch: dict[str, torch.Tensor],
@@ -128,12 +166,14 @@ def flow_loss(
     schedule: str = "mixed",
     generator: torch.Generator | None = None,
     loss: str = "absolute",
+    anchor_share: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One flow-matching loss evaluation.
 
     batch: image [B, 3, H, W], points [B, L, H, W, 3], valid [B, L, H, W] (the model's L layers).
     Background pixels (no layer-0 hit) are replaced by pure noise in the input and left out of the loss.
     loss: "absolute" or "aligned" endpoint error (module docstring).
+    anchor_share: share of the samples whose visible layer starts from the placed inflation (module docstring).
     Returns the scalar loss and float statistics for logging.
     """
     if loss not in LOSSES:
@@ -146,6 +186,8 @@ def flow_loss(
     noise = torch.randn(x0.shape, generator=generator, device=device)
     tt = t[:, :, None, None, None]
     x_t = (1 - tt) * x0 + tt * noise
+    if anchor_share > 0:
+        x_t, t = anchored_start(x_t, t, noise, points, valid, normalization, anchor_share, generator)
     fg = valid[:, :1, ..., None]  # [B, 1, H, W, 1]
     x_t = torch.where(fg, x_t, torch.randn(x0.shape, generator=generator, device=device))
     x0_hat = model(x_t, t, image, valid[:, 0]).float()  # [B, L, H, W, 3]

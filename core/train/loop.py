@@ -48,6 +48,7 @@ class TrainConfig:
     normalization: str = "zscore"  # "zscore" (objects) or "log_median" (scenes)
     schedule: str = "mixed"  # noise schedule; "logit_normal" and the two phases alone are ablations
     loss: str = "absolute"  # endpoint error: "absolute" (network units) or "aligned" (shape after scale + z-shift)
+    anchor_share: float = 0.0  # objects: share of samples whose visible layer starts from the placed silhouette
     steps: int = 10000  # optimizer steps
     batch_size: int = 16  # per process
     lr: float = 1e-3  # peak learning rate
@@ -300,7 +301,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 group["lr"] = lr
             batch = next(batches)
             with autocast:
-                loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator, cfg.loss)
+                loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator, cfg.loss, cfg.anchor_share)
             if not all_finite(loss, world):  # checked before stepping, on every rank
                 raise RuntimeError(
                     f"loss is not finite at step {step + 1} ({stats['loss']} here); lower --lr or check the data"
