@@ -106,7 +106,7 @@ def anchor_setting(args: argparse.Namespace) -> dict:
 
 ANCHOR_HELP = (
     "object mode: the time at which the visible layer restarts from the inflated silhouette, placed like the "
-    "model's first guess ('off': plain sampling from noise; default: the model's own, 0 for ours, off for the "
+    "model's first guess ('off': plain sampling from noise; default: the model's own, 0.15 for ours, off for the "
     "released models)"
 )
 

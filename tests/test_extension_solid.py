@@ -185,7 +185,7 @@ def test_a_refused_solid_keeps_the_trace(bpy_ext):
     built without a solid and the panel warns why, so the trace is not lost."""
     bpy = bpy_ext
     settings = bpy.context.scene.world_tracing
-    settings.solid, settings.solid_detail = True, 1024
+    settings.solid, settings.solid_detail, settings.mode = True, 1024, "scene"  # the whole frame: a deep, wide box
     assert trace(bpy) == {"FINISHED"}
     collection = result_collection(bpy)
     assert collection is not None and not any(o.get("wt_solid") for o in collection.objects)

@@ -22,7 +22,7 @@ from .cost import count_flops, count_parameters
 from .official import load_official, read_release, release_config, release_frame_correlation, release_normalization
 from .wtdit import WTDiT, WTDiTConfig
 
-OBJECT_ANCHOR = 0.0  # our object models keep the placed silhouette as their visible layer (core/sampling.py)
+OBJECT_ANCHOR = 0.15  # our object models restart the visible layer from the placed silhouette here (core/sampling.py)
 
 
 @dataclass(frozen=True)
