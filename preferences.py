@@ -22,8 +22,8 @@ def _check_environment(self, context) -> None:
     try:
         torch_source.site_packages(bpy.path.abspath(self.torch_environment))
     except ValueError as e:
+        self.torch_source = "bundled"  # (runs this check again, which clears the message: set it after)
         self.torch_message = f"{e}; keeping the bundled PyTorch"
-        self.torch_source = "bundled"
 
 
 class WT_Preferences(bpy.types.AddonPreferences):

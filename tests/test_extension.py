@@ -141,8 +141,10 @@ def test_novel_view_render_shows_the_geometry(bpy_ext, tmp_path):
 
 def test_image_view_render_reproduces_the_image(bpy_ext, tmp_path):
     """F12 through the matched camera (Standard view transform) shows the image's own colours where
-    the object is: the points sit on their pixels and carry the image's sRGB colours."""
+    the object is: the points sit on their pixels and carry the image's sRGB colours. With the shipped
+    model, as a user traces it (a random network's anchored surface is far steeper than any real one)."""
     bpy = bpy_ext
+    bpy.context.preferences.addons[MODULE].preferences.checkpoint = ""
     settings = bpy.context.scene.world_tracing
     settings.output, settings.layers = "POINTS", 1
     settings.edge_filter = 0.0  # the random model's depths are noise, which the filter would thin out into holes
