@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 BACKGROUND = (128, 128, 128)  # grey behind the foreground (the released object model's), in tracing and training alike
 MIN_SIDE = 16  # pixels
 MAX_PIXELS = 4096 * 4096  # the output holds L points per pixel; larger images should be downscaled first
+BLANK_STD = 2.0  # a frame whose colours vary less than this (0–255 units) shows nothing to trace
 
 
 class ImageError(ValueError):
@@ -96,6 +97,17 @@ class PreparedImage:
 
 
 FRAMINGS = ("crop", "letterbox", "stretch")
+
+
+def check_not_blank(rgba: np.ndarray) -> None:
+    """Raise ImageError when a whole frame (H, W, 4) is one colour (a blank frame, an all-sky shot):
+    scene mode would turn it into an invented surface."""
+    step = max(1, max(rgba.shape[:2]) // 512)  # a subsample bounds the cost on large photos
+    if rgba[::step, ::step, :3].reshape(-1, 3).std(axis=0).max() < BLANK_STD:
+        raise ImageError(
+            "the frame is one colour (blank, or all sky): scene mode has nothing to trace in it; "
+            "trace an image with visible surfaces"
+        )
 
 
 def with_mask(rgba: np.ndarray, mask: np.ndarray) -> np.ndarray:

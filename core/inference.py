@@ -19,7 +19,7 @@ from .geometry.edges import DEFAULT_STRENGTH, edge_filter
 from .geometry.far_limit import far_limit
 from .geometry.points import PointNormalization, collapsed_layers_to_valid, pixel_rays
 from .geometry.silhouette import placed_inflation
-from .imageio import BACKGROUND, ImageBox, foreground_mask, prepare_image
+from .imageio import BACKGROUND, ImageBox, check_not_blank, foreground_mask, prepare_image
 from .layered import LayeredPointMap
 from .model.wtdit import WTDiT
 from .sampling import DEFAULT_SAMPLING, SampleConfig, SamplerStep, initial_noise, sample_steps
@@ -150,9 +150,10 @@ def trace_image(
     model's resolution, where the prediction has its detail, and dropped with every input pixel they
     cover (the cost does not grow with the input's size); so do points beyond `far_limit_factor` × the
     median visible depth (`core.geometry.far_limit`; 0: off). Scene mode never anchors (a frame has
-    no silhouette).
+    no silhouette) and refuses a frame of one colour (ImageError).
     """
     if mode != "object":
+        check_not_blank(rgba)
         cfg = replace(cfg, anchor=None)
     size = model.cfg.image_size
     framing = framing or ("crop" if mode == "object" else "letterbox")

@@ -160,6 +160,23 @@ def test_bad_input_exits_with_a_clear_message(random_checkpoint, tmp_path, args,
     assert result.returncode == 2 and message in result.stderr and not out.exists()
 
 
+def test_a_frame_of_one_colour_is_refused_in_scene_mode(random_checkpoint, tmp_path):
+    """An all-sky (or blank) frame has nothing to trace: scene mode exits 2 with one line, writing nothing;
+    the same colour with an object's alpha is an object (its silhouette is the cue)."""
+    sky = np.zeros((48, 64, 4), np.uint8)
+    sky[...] = (120, 170, 230, 255)
+    Image.fromarray(sky).save(tmp_path / "sky.png")
+    out = tmp_path / "out.npz"
+    result = run_trace(str(tmp_path / "sky.png"), "--mode", "scene", "--out", str(out), "--checkpoint",
+                       str(random_checkpoint), "--steps", "1")  # fmt: skip
+    assert result.returncode == 2 and "one colour" in result.stderr and not out.exists(), result.stderr
+    sky[:, :20, 3] = 0
+    Image.fromarray(sky).save(tmp_path / "object.png")
+    result = run_trace(str(tmp_path / "object.png"), "--out", str(out), "--checkpoint", str(random_checkpoint),
+                       "--steps", "1")  # fmt: skip
+    assert result.returncode == 0 and out.exists(), result.stderr
+
+
 class Payload:
     """Unpickling this would create the file `marker` (what an attack would do)."""
 
