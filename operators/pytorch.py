@@ -47,7 +47,11 @@ def warm_up() -> None:
 
 
 def forget_paths() -> None:
-    """Take every folder this extension added off sys.path (unregister)."""
+    """Unregister: stop a bytecode warm-up still running (its files must not keep the extension's
+    folders busy while Blender removes them) and take every folder this extension added off sys.path."""
+    if torch_source.compiling is not None and torch_source.compiling.poll() is None:
+        torch_source.compiling.terminate()
+        torch_source.compiling.wait(10)
     for folder in _added:
         torch_source.deactivate(folder)
     _added.clear()
