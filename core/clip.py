@@ -28,7 +28,6 @@ from .model.wtdit import WTDiT
 from .sampling import DEFAULT_SAMPLING, SampleConfig, SamplerStep
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
-ANIMATED_SUFFIXES = (".gif", ".apng", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 WINDOW = 8  # frames a temporal model sees at once
 OVERLAP = 2  # frames two neighbouring windows share (their scale is matched there)
@@ -153,7 +152,6 @@ def trace_clip(
     """
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be in [0, window), got {overlap} for a window of {window}")
-    image = np.ascontiguousarray(frames[..., :3])
     if not model.cfg.temporal:
         return _per_frame(model, normalization, frames, cfg, seed, on_step, framing, edge_filter_strength)
     T, H, W = frames.shape[:3]
@@ -193,7 +191,7 @@ def trace_clip(
             )  # fmt: skip
             points[i], valid[i] = restored[0].numpy(), restored_valid[0].numpy()
     assert intrinsics is not None
-    return LayeredClip(points, valid, intrinsics, image)
+    return LayeredClip(points, valid, intrinsics, np.ascontiguousarray(frames[..., :3]))
 
 
 def _per_frame(

@@ -302,14 +302,7 @@ def build_result(
         if voxels is not None:
             solid = solid_object(f"{name} solid", lpm, voxels, image, options.solid_hidden, options.solid_max_faces)
             collection.objects.link(solid)
-        front = lpm.points[0][lpm.valid[0]]
-        centre = opencv_to_world(np.median(front, axis=0, keepdims=True))[0] if len(front) else np.array([0, 2, 0.0])
-        for obj in orbit_camera(f"{name} novel view", camera, centre):
-            collection.objects.link(obj)
-        cam = intrinsics_to_blender_camera(lpm.intrinsics, lpm.width, lpm.height)
-        collection["wt_resolution"] = (lpm.width, lpm.height)
-        collection["wt_pixel_aspect"] = (cam.pixel_aspect_x, cam.pixel_aspect_y)
-        match_render(scene, collection)
+        add_novel_view_and_render(scene, collection, camera, lpm, name)
     except BaseException:
         remove_result(collection)
         if previous is not None:
@@ -318,6 +311,21 @@ def build_result(
     if previous is not None:
         remove_result(previous)
     return collection
+
+
+def add_novel_view_and_render(
+    scene: bpy.types.Scene, collection: bpy.types.Collection, camera: bpy.types.Object, lpm: LayeredPointMap, name: str
+) -> None:
+    """The novel-view camera orbiting the median of layer 0, the image's resolution and pixel aspect kept on
+    the result, and the scene set to look through the matched `camera`."""
+    front = lpm.points[0][lpm.valid[0]]
+    centre = opencv_to_world(np.median(front, axis=0, keepdims=True))[0] if len(front) else np.array([0, 2, 0.0])
+    for obj in orbit_camera(f"{name} novel view", camera, centre):
+        collection.objects.link(obj)
+    cam = intrinsics_to_blender_camera(lpm.intrinsics, lpm.width, lpm.height)
+    collection["wt_resolution"] = (lpm.width, lpm.height)
+    collection["wt_pixel_aspect"] = (cam.pixel_aspect_x, cam.pixel_aspect_y)
+    match_render(scene, collection)
 
 
 def build_clip_result(
@@ -362,14 +370,7 @@ def build_clip_result(
                             layers[k]["wt_layer"] = k
                             collection.children.link(layers[k])
                         layers[k].objects.link(obj)
-        front = first.points[0][first.valid[0]]
-        centre = opencv_to_world(np.median(front, axis=0, keepdims=True))[0] if len(front) else np.array([0, 2, 0.0])
-        for obj in orbit_camera(f"{name} novel view", camera, centre):
-            collection.objects.link(obj)
-        cam = intrinsics_to_blender_camera(first.intrinsics, first.width, first.height)
-        collection["wt_resolution"] = (first.width, first.height)
-        collection["wt_pixel_aspect"] = (cam.pixel_aspect_x, cam.pixel_aspect_y)
-        match_render(scene, collection)
+        add_novel_view_and_render(scene, collection, camera, first, name)
         scene.frame_start, scene.frame_end = 1, T
     except BaseException:
         remove_result(collection)
