@@ -15,7 +15,9 @@ waits until that has finished (an artist who clicks a few seconds after enabling
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -51,7 +53,8 @@ def model_seconds() -> float:
 
 def main() -> None:
     package = Path(sys.argv[1]).resolve()
-    folder = Path(tempfile.mkdtemp(prefix="wt-first-click-"))
+    folder = Path(tempfile.mkdtemp(prefix="wt-first-click-"))  # the installed extension: ~1 GB
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ["BLENDER_USER_RESOURCES"] = str(folder / "user")
     import bpy
 

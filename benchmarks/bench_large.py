@@ -28,18 +28,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="wt-large-"))
-    sample = Image.open(ROOT / "core" / "assets" / "sample.png")
-    seconds = {}
-    for name, size in SIZES.items():  # small first: the children's peak memory only grows
-        image = folder / f"{name}.png"
-        sample.resize(size).save(image)
-        t0 = time.perf_counter()
-        command = [sys.executable, "-m", "core", "trace", str(image), "--out", str(folder / f"{name}.npz")]
-        subprocess.run([*command, "--steps", str(args.steps)], cwd=ROOT, check=True, capture_output=True)
-        seconds[name] = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-        print(f"{size[0]}×{size[1]}: {seconds[name]:.2f} s, peak {peak:.2f} GB (whole process)")
+    with tempfile.TemporaryDirectory(prefix="wt-large-") as tmp:
+        folder = Path(tmp)
+        sample = Image.open(ROOT / "core" / "assets" / "sample.png")
+        seconds = {}
+        for name, size in SIZES.items():  # small first: the children's peak memory only grows
+            image = folder / f"{name}.png"
+            sample.resize(size).save(image)
+            t0 = time.perf_counter()
+            command = [sys.executable, "-m", "core", "trace", str(image), "--out", str(folder / f"{name}.npz")]
+            subprocess.run([*command, "--steps", str(args.steps)], cwd=ROOT, check=True, capture_output=True)
+            seconds[name] = time.perf_counter() - t0
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+            print(f"{size[0]}×{size[1]}: {seconds[name]:.2f} s, peak {peak:.2f} GB (whole process)")
     print(f"ratio: {seconds['phone'] / seconds['small']:.2f}× (target ≤ 2.5×)")
 
 

@@ -9,7 +9,9 @@ on a synthetic layered map whose layers cover 100/60/60/25/25/10 % of the pixels
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="wt-bench-")
+os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="wt-bench-")  # the installed extension: ~1 GB
+atexit.register(shutil.rmtree, os.environ["BLENDER_USER_RESOURCES"], ignore_errors=True)
 sys.path.insert(0, str(ROOT))
 
 

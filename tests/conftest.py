@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,8 +20,11 @@ DATA = Path(__file__).resolve().parent / "data"
 INTEROP = Path(os.environ.get("WT_INTEROP", DATA / "interop"))
 
 # Blender reads and writes user configuration (extensions, preferences) here: keep tests away from
-# any real user folder. Must be set before bpy is first imported.
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="wt-blender-user-"))
+# any real user folder. Must be set before bpy is first imported. The extension installed there holds
+# torch (about 1 GB): removed when the test run ends.
+if "BLENDER_USER_RESOURCES" not in os.environ:
+    os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="wt-blender-user-")
+    atexit.register(shutil.rmtree, os.environ["BLENDER_USER_RESOURCES"], ignore_errors=True)
 sys.path.insert(0, str(ROOT))
 
 
