@@ -83,8 +83,9 @@ def render_matched_view(bpy, out: Path, sample: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("zip", type=Path)
-    parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="wt-user-")))
+    parser.add_argument("--out", type=Path, help="render and Blender user folder (default: a new temporary one)")
     args = parser.parse_args()
+    args.out = args.out or Path(tempfile.mkdtemp(prefix="wt-user-"))
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("BLENDER_USER_RESOURCES", str(args.out / "blender-user"))
     for name in ("torch", "PIL", "scipy", "einops", "safetensors"):
