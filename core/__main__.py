@@ -31,6 +31,13 @@ def _train(args: argparse.Namespace) -> None:
     print(f"checkpoint: {path}")
 
 
+def _train_surface(args: argparse.Namespace) -> None:
+    from .options import config_from_args
+    from .train.surface import SurfaceTrainConfig, train_surface
+
+    train_surface(config_from_args(SurfaceTrainConfig, args))
+
+
 def _eval(args: argparse.Namespace) -> None:
     import json
 
@@ -245,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .options import add_options
     from .train.flow import LOSSES, SCHEDULES
     from .train.loop import TrainConfig
+    from .train.surface import SurfaceTrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m core", description="World Tracing core: data, training, tracing.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -306,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
         recipe=True,
     )
     r.set_defaults(func=_train, parser=r)
+
+    u = sub.add_parser("train-surface", help="train a checkpoint's SurfaceNet (the anchor's visible profile) alone")
+    add_options(u, SurfaceTrainConfig)
+    u.set_defaults(func=_train_surface, parser=u)
 
     e = sub.add_parser("eval", help="metrics of a checkpoint on held-out shards")
     e.add_argument("--checkpoint", required=True)

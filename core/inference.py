@@ -90,8 +90,8 @@ def predict(
     (frame-major). Sample k draws its noise from a generator seeded with seed + k on the model's
     device, so it does not depend on the batch it is in. `on_step` is called after every sampler step
     and may raise TraceCancelled. With cfg.anchor set, the visible layer of a single image restarts
-    from the inflated foreground placed like the model's first guess (`core/sampling.py`): for
-    objects only.
+    from the inflated foreground (shaped by the model's SurfaceNet, if any) placed like the model's
+    first guess (`core/sampling.py`): for objects only.
     """
     device = next(model.parameters()).device
     clip = image.dim() == 5
@@ -105,8 +105,12 @@ def predict(
     unit = torch.ones(B, device=device)
 
     def anchor(x0: torch.Tensor) -> torch.Tensor:
-        """The visible layer's restart [B, H, W, 3]: the inflated mask placed like the first guess x̂0."""
-        return normalization.normalize(placed_inflation(frames[:, 0], normalization.denormalize(x0[:, 0], unit)), unit)
+        """The visible layer's restart [B, H, W, 3]: the inflated mask (bent by the model's SurfaceNet,
+        if it has one) placed like the first guess x̂0."""
+        with torch.inference_mode():
+            profile = None if model.surface is None else model.surface(image.float(), frames[:, 0])
+        reference = normalization.denormalize(x0[:, 0], unit)
+        return normalization.normalize(placed_inflation(frames[:, 0], reference, profile), unit)
 
     x = noise
     steps = sample_steps(

@@ -47,6 +47,7 @@ class Progress:
     total: int = 0
     started: float = field(default_factory=time.monotonic)
     stage: str = "starting"
+    label: str = ""  # what the steps are working on, when there is more than one image (a clip's frames)
 
     @property
     def fraction(self) -> float:
@@ -213,7 +214,7 @@ def run_trace(request: TraceRequest, progress: Progress, cancel: threading.Event
 
 def run_clip(request: TraceRequest, progress: Progress, cancel: threading.Event):
     """A clip's frames traced into a LayeredClip; progress counts the steps of every window or frame."""
-    from ..core.clip import read_clip, trace_clip, window_starts
+    from ..core.clip import WINDOW, read_clip, trace_clip, window_starts
     from ..core.imageio import downsized
     from ..core.inference import TraceCancelled
 
@@ -226,13 +227,16 @@ def run_clip(request: TraceRequest, progress: Progress, cancel: threading.Event)
     if cancel.is_set():
         raise Cancelled()
     cfg = card.sample_config(steps=request.steps)
-    runs = len(window_starts(len(frames))) if model.cfg.temporal else len(frames)
+    T = len(frames)
+    runs = len(window_starts(T)) if model.cfg.temporal else T
     progress.total, progress.started, progress.stage = runs * cfg.steps, time.monotonic(), "sampling"
     done = [0]
 
     def on_step(frame: int, step) -> None:
         done[0] += 1
         progress.step = done[0]
+        last = min(frame + WINDOW, T) if model.cfg.temporal else frame + 1
+        progress.label = f"frame {frame + 1} of {T}" if last == frame + 1 else f"frames {frame + 1}–{last} of {T}"
         if cancel.is_set():
             raise TraceCancelled()
 

@@ -4,9 +4,11 @@ bad clips build nothing; undo takes the result away."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
-from conftest import datablock_counts, result_collection
+from conftest import MODULE, datablock_counts, result_collection
 from PIL import Image
 
 FRAMES = 3
@@ -42,6 +44,8 @@ def test_a_clip_plays_with_the_timeline_and_renders_on_every_frame(bpy_ext, tmp_
     assert bpy.ops.world_tracing.trace_clip(filepath=str(frames_folder(tmp_path / "clip"))) == {"FINISHED"}
     collection = result_collection(bpy)
     scene = bpy.context.scene
+    progress = sys.modules[f"{MODULE}.operators.state"].job.progress  # the panel shows the frame being traced
+    assert progress.label == f"frame {FRAMES} of {FRAMES}" and progress.step == progress.total == 2 * FRAMES
     assert collection["wt_frames"] == FRAMES and (scene.frame_start, scene.frame_end) == (1, FRAMES)
     for frame in range(1, FRAMES + 1):
         shown = visible_geometry(bpy, collection, frame)

@@ -86,7 +86,8 @@ class WT_PT_trace(bpy.types.Panel):
         elif state.busy():
             p = job.progress
             eta = f" · {p.eta:.0f} s left" if p.eta is not None else ""
-            text = f"Step {p.step}/{p.total}{eta}" if p.stage == "sampling" else p.stage.capitalize() + "…"
+            label = f" · {p.label}" if p.label else ""
+            text = f"Step {p.step}/{p.total}{label}{eta}" if p.stage == "sampling" else p.stage.capitalize() + "…"
             row = layout.row(align=True)
             row.progress(factor=p.fraction, type="BAR", text=text)
             row.operator("world_tracing.cancel", text="", icon="CANCEL")

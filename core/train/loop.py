@@ -208,18 +208,22 @@ def warm_start(model: WTDiT, path: str, log: Callable[[str], object] = print) ->
     return [*info.pop("history", []), {"checkpoint": str(path), **info}]
 
 
+def typed_command() -> str:
+    """This process's command line as typed (`python -m core train ...` or `python script.py ...`)."""
+    as_module = Path(sys.argv[0]).name == "__main__.py"
+    return shlex.join(["python", "-m", "core", *sys.argv[1:]] if as_module else ["python", *sys.argv])
+
+
 def run_record(cfg: TrainConfig, device: torch.device, world: int, data: ShardReader | None, wall_s: float) -> dict:
     """What a checkpoint says of how it was made: the command as typed, the data (each folder's
     generator settings and sample count), the hardware and the run's wall time."""
-    as_module = Path(sys.argv[0]).name == "__main__.py"  # `python -m core train ...`
-    command = ["python", "-m", "core", *sys.argv[1:]] if as_module else ["python", *sys.argv]
     folders = {}
     for folder in cfg.data:
         settings = Path(folder) / "dataset.json"
         folders[folder] = json.loads(settings.read_text()) if settings.exists() else {}
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()}-core CPU"
     return {
-        "command": shlex.join(command),
+        "command": typed_command(),
         "world_size": world,
         "device": str(device),
         "data": {"folders": folders, "samples": len(data) if data is not None else 0},
