@@ -86,6 +86,29 @@ def training_target(points: torch.Tensor, valid: torch.Tensor, normalization: Po
     return normalization.normalize(filled, scale) * valid[:, :1, ..., None]
 
 
+def solve_scale_z_shift(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the scale s (on xyz) and z-shift t minimising Σ w·‖s·p + t·e_z − g‖² in closed form
+    (the metrics' alignment, `core/geometry/alignment.py`, in torch and batched; differentiable).
+
+    pred, target: points [B, H, W, 3]; weight: [B, H, W] (a mask). Returns s, t [B] in pred's dtype
+    (1 and 0 where the normal equations are singular).
+    """
+    p, g, w = pred.double(), target.double(), weight.double()
+    a11 = ((p * p).sum(-1) * w).sum((1, 2))
+    a12 = (p[..., 2] * w).sum((1, 2))
+    a22 = w.sum((1, 2))
+    b1 = ((p * g).sum(-1) * w).sum((1, 2))
+    b2 = (g[..., 2] * w).sum((1, 2))
+    det = a11 * a22 - a12 * a12
+    ok = det.abs() > 1e-12 * (a11 * a22).clamp_min(1e-30)
+    safe = torch.where(ok, det, 1.0)
+    s = torch.where(ok, (b1 * a22 - a12 * b2) / safe, 1.0)
+    t = torch.where(ok, (a11 * b2 - a12 * b1) / safe, 0.0)
+    return s.to(pred.dtype), t.to(pred.dtype)
+
+
 def aligned_shape_error(
     pred: torch.Tensor, target: torch.Tensor, foreground: torch.Tensor, extent: torch.Tensor
 ) -> torch.Tensor:
@@ -99,17 +122,7 @@ def aligned_shape_error(
     """
     w = foreground.to(pred.dtype)  # [B, H, W]
     with torch.no_grad():
-        p, g = pred[:, 0].double(), target[:, 0].double()  # [B, H, W, 3]
-        wd = w.double()
-        a11 = ((p * p).sum(-1) * wd).sum((1, 2))
-        a12 = (p[..., 2] * wd).sum((1, 2))
-        a22 = wd.sum((1, 2))
-        b1 = ((p * g).sum(-1) * wd).sum((1, 2))
-        b2 = (g[..., 2] * wd).sum((1, 2))
-        det = a11 * a22 - a12 * a12
-        ok = det.abs() > 1e-12 * (a11 * a22).clamp_min(1e-30)
-        s = torch.where(ok, (b1 * a22 - a12 * b2) / torch.where(ok, det, 1.0), 1.0).to(pred.dtype)
-        t = torch.where(ok, (a11 * b2 - a12 * b1) / torch.where(ok, det, 1.0), 0.0).to(pred.dtype)
+        s, t = solve_scale_z_shift(pred[:, 0], target[:, 0], w)
     shift = torch.zeros_like(pred[:, :1, :1, :1])  # [B, 1, 1, 1, 3]
     shift[..., 2] = t[:, None, None, None]
     aligned = s[:, None, None, None, None] * pred + shift

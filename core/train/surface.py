@@ -26,6 +26,7 @@ from ..geometry.points import PointNormalization, pixel_rays
 from ..geometry.silhouette import distance_to_background, round_profile
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.wtdit import WTDiT
+from .flow import solve_scale_z_shift
 from .loop import typed_command
 
 
@@ -62,15 +63,11 @@ def aligned_front_error(
     H, W = foreground.shape[1:]
     r = distance.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
     front = (1 - profile * r / intrinsics[:, 0, 0, None, None])[..., None] * pixel_rays(intrinsics, H, W)
-    w = foreground.to(front.dtype)[..., None]
-    n = w.sum((1, 2, 3)).clamp_min(1)
-    pp, pz = (front * front * w).sum((1, 2, 3)), (front[..., 2:] * w).sum((1, 2, 3))
-    pg, gz = (front * points * w).sum((1, 2, 3)), (points[..., 2:] * w).sum((1, 2, 3))
-    det = (pp * n - pz**2).clamp_min(1e-12)
-    scale, shift = (pg * n - pz * gz) / det, (pp * gz - pz * pg) / det  # min Σ‖s·p + t·ẑ − g‖²
+    w = foreground.to(front.dtype)
+    scale, shift = solve_scale_z_shift(front, points, w)
     z = scale[:, None, None] * front[..., 2] + shift[:, None, None]
     truth = points[..., 2].clamp_min(1e-6)
-    return ((z - truth).abs() / truth * w[..., 0]).sum((1, 2)) / n
+    return ((z - truth).abs() / truth * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1)
 
 
 def surface_batch(reader: ShardReader, indices, mirror: bool = False) -> dict[str, torch.Tensor]:
