@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -181,10 +182,12 @@ def precompile(folder: str | Path | None = None) -> subprocess.Popen | None:
         package = Path(spec.origin).parent
     if not (package / "__init__.py").is_file() or (package / "__pycache__").is_dir():
         return None
+    # its own process group: `stop_precompile` ends it together with the workers `-j 0` starts
     if sys.platform == "win32":
-        options: dict = {"creationflags": subprocess.BELOW_NORMAL_PRIORITY_CLASS}
+        flags = subprocess.BELOW_NORMAL_PRIORITY_CLASS | subprocess.CREATE_NEW_PROCESS_GROUP
+        options: dict = {"creationflags": flags}
     else:
-        options = {"preexec_fn": lambda: os.nice(19)}
+        options = {"preexec_fn": lambda: os.nice(19), "start_new_session": True}
     return subprocess.Popen(
         [sys.executable, "-m", "compileall", "-q", "-j", "0", str(package.parent)],
         stdout=subprocess.DEVNULL,
@@ -192,6 +195,21 @@ def precompile(folder: str | Path | None = None) -> subprocess.Popen | None:
         stdin=subprocess.DEVNULL,
         **options,
     )
+
+
+def stop_precompile(process: subprocess.Popen) -> None:
+    """End a bytecode warm-up still running and its worker processes (ending the main process alone
+    would leave the workers waiting for it forever)."""
+    if process.poll() is not None:
+        return
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+    else:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:  # ended meanwhile
+            pass
+    process.wait(10)
 
 
 def remove_installs(user_dir: str | Path) -> None:

@@ -49,9 +49,8 @@ def warm_up() -> None:
 def forget_paths() -> None:
     """Unregister: stop a bytecode warm-up still running (its files must not keep the extension's
     folders busy while Blender removes them) and take every folder this extension added off sys.path."""
-    if torch_source.compiling is not None and torch_source.compiling.poll() is None:
-        torch_source.compiling.terminate()
-        torch_source.compiling.wait(10)
+    if torch_source.compiling is not None:
+        torch_source.stop_precompile(torch_source.compiling)
     for folder in _added:
         torch_source.deactivate(folder)
     _added.clear()

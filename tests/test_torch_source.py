@@ -267,3 +267,40 @@ def test_torch_bytecode_is_compiled_once_in_the_background(tmp_path):
     assert list((site / "torch" / "nn" / "__pycache__").glob("__init__.*.pyc"))
     assert torch_source.precompile(site) is None
     assert torch_source.precompile(tmp_path) is None
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of a process group that have not ended (zombies count as ended), from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_stopping_the_bytecode_warm_up_ends_its_workers_too(tmp_path):
+    """Stopped while it compiles (the extension is disabled), the warm-up leaves no process behind: its
+    main process and the workers `compileall -j 0` started end together."""
+    site = tmp_path / "site-packages"
+    for k in range(400):  # enough files to be still compiling when stopped
+        (site / "torch" / f"m{k}").mkdir(parents=True)
+        (site / "torch" / f"m{k}" / "__init__.py").write_text(
+            "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(200))
+        )
+    (site / "torch" / "__init__.py").write_text("")
+    process = torch_source.precompile(site)
+    assert process is not None
+    deadline = time.monotonic() + 30
+    while not list(site.glob("torch/m*/__pycache__")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the workers are running
+    torch_source.stop_precompile(process)
+    assert process.returncode is not None
+    deadline = time.monotonic() + 10
+    while live_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not live_members(process.pid)  # nothing of its process group runs on
