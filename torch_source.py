@@ -340,12 +340,15 @@ def _clean_environment() -> dict[str, str]:
 
 
 def _folder_bytes(folder: Path) -> int:
+    """Bytes in the files under `folder` now. pip creates and removes temporary files and folders
+    meanwhile: what vanishes is skipped (os.walk passes over folders it cannot list)."""
     total = 0
-    for path in folder.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:  # a temporary file pip just renamed
-            pass
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
     return total
 
 

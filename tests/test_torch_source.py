@@ -304,3 +304,30 @@ def test_stopping_the_bytecode_warm_up_ends_its_workers_too(tmp_path):
     while live_members(process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not live_members(process.pid)  # nothing of its process group runs on
+
+
+def test_install_progress_survives_folders_that_pip_removes_while_it_counts(tmp_path):
+    """Install's progress counts the staging folder's bytes while pip makes and removes temporary folders
+    there (pip-build-tracker-*): a folder that vanishes mid-count is skipped, not an error that fails the
+    install."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "torch.whl").write_bytes(b"1" * 1000)
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            folder = tmp_path / f"pip-build-tracker-{i}" / "deeper"
+            folder.mkdir(parents=True)
+            (folder / "x").write_bytes(b"0" * 10)
+            shutil.rmtree(folder.parent)
+            i += 1
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(3000):
+            assert torch_source._folder_bytes(tmp_path) >= 1000
+    finally:
+        stop.set()
+        worker.join()
