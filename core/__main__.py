@@ -51,7 +51,7 @@ def _eval(args: argparse.Namespace) -> None:
     indices = list(range(min(args.count, len(reader))))
     cfg = card.sample_config(steps=args.steps, **anchor_setting(args))
     metrics = evaluate_model(model, normalization, reader, indices, cfg, args.seed)
-    print(comparison_table(metrics, Path(args.checkpoint).name))
+    print(comparison_table(metrics, Path(args.checkpoint).name, reader.mode))
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=1))
     if args.figure:
@@ -143,7 +143,7 @@ def _trace(args: argparse.Namespace) -> None:
         rgba = with_mask(rgba, read_image(args.mask))
     far = args.far_limit if args.far_limit is not None else DEFAULT_SCENE_FACTOR if args.mode == "scene" else 0.0
     device = pick_device(args.device)
-    model, normalization, card = load_model(args.checkpoint or default_checkpoint(), device)
+    model, normalization, card = load_model(args.checkpoint or default_checkpoint(args.mode), device)
     cfg = card.sample_config(steps=args.steps, solver=args.solver, **anchor_setting(args))
     with tqdm(total=cfg.steps, desc="trace", unit="step") as bar:
         result = trace_image(
@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_train, parser=r)
 
-    u = sub.add_parser("train-surface", help="train a checkpoint's SurfaceNet (the anchor's visible profile) alone")
+    u = sub.add_parser(
+        "train-surface", help="train a checkpoint's anchor net alone (objects: SurfaceNet; scenes: DepthNet)"
+    )
     add_options(u, SurfaceTrainConfig)
     u.set_defaults(func=_train_surface, parser=u)
 

@@ -17,6 +17,7 @@ import torch
 from .geometry.camera import make_intrinsics, points_to_intrinsics
 from .geometry.edges import DEFAULT_STRENGTH, edge_filter
 from .geometry.far_limit import far_limit
+from .geometry.placement import placed_depth
 from .geometry.points import PointNormalization, collapsed_layers_to_valid, pixel_rays
 from .geometry.silhouette import placed_inflation
 from .imageio import BACKGROUND, ImageBox, check_not_blank, foreground_mask, prepare_image
@@ -90,8 +91,8 @@ def predict(
     (frame-major). Sample k draws its noise from a generator seeded with seed + k on the model's
     device, so it does not depend on the batch it is in. `on_step` is called after every sampler step
     and may raise TraceCancelled. With cfg.anchor set, the visible layer of a single image restarts
-    from the inflated foreground (shaped by the model's SurfaceNet, if any) placed like the model's
-    first guess (`core/sampling.py`): for objects only.
+    from the depth of the model's DepthNet (scene models) or the inflated foreground (shaped by its
+    SurfaceNet, if any), placed like the model's first guess (`core/sampling.py`).
     """
     device = next(model.parameters()).device
     clip = image.dim() == 5
@@ -105,12 +106,16 @@ def predict(
     unit = torch.ones(B, device=device)
 
     def anchor(x0: torch.Tensor) -> torch.Tensor:
-        """The visible layer's restart [B, H, W, 3]: the inflated mask (bent by the model's SurfaceNet,
-        if it has one) placed like the first guess x̂0."""
-        with torch.inference_mode():
-            profile = None if model.surface is None else model.surface(image.float(), frames[:, 0])
+        """The visible layer's restart [B, H, W, 3], placed like the first guess x̂0: the model's
+        DepthNet's depth (scene models), else the inflated mask (bent by its SurfaceNet, if any)."""
         reference = normalization.denormalize(x0[:, 0], unit)
-        return normalization.normalize(placed_inflation(frames[:, 0], reference, profile), unit)
+        with torch.inference_mode():
+            if model.depth is not None:
+                front = placed_depth(frames[:, 0], reference, model.depth(image.float(), frames[:, 0]))
+            else:
+                profile = None if model.surface is None else model.surface(image.float(), frames[:, 0])
+                front = placed_inflation(frames[:, 0], reference, profile)
+        return normalization.normalize(front, unit)
 
     x = noise
     steps = sample_steps(
@@ -153,12 +158,13 @@ def trace_image(
     Flying points go (`core.geometry.edges`, at `edge_filter_strength`; 0: off): judged at the
     model's resolution, where the prediction has its detail, and dropped with every input pixel they
     cover (the cost does not grow with the input's size); so do points beyond `far_limit_factor` × the
-    median visible depth (`core.geometry.far_limit`; 0: off). Scene mode never anchors (a frame has
-    no silhouette) and refuses a frame of one colour (ImageError).
+    median visible depth (`core.geometry.far_limit`; 0: off). Scene mode anchors only a model with a
+    DepthNet (a frame has no silhouette to inflate) and refuses a frame of one colour (ImageError).
     """
     if mode != "object":
         check_not_blank(rgba)
-        cfg = replace(cfg, anchor=None)
+        if model.depth is None:
+            cfg = replace(cfg, anchor=None)
     size = model.cfg.image_size
     framing = framing or ("crop" if mode == "object" else "letterbox")
     prepared = prepare_image(rgba, size, mode, BACKGROUND, framing)

@@ -85,13 +85,13 @@ def editor_image(context) -> bpy.types.Image | None:
 
 
 def selected_checkpoint(context) -> str:
-    """The checkpoint the preferences choose (the shipped one when empty)."""
+    """The checkpoint the preferences choose (when empty: the one shipped for the panel's mode)."""
     prefs = preferences(context)
     if prefs.checkpoint:
         return bpy.path.abspath(prefs.checkpoint)
     from ..core.assets import default_checkpoint
 
-    return str(default_checkpoint())
+    return str(default_checkpoint(context.scene.world_tracing.mode))
 
 
 def make_request(

@@ -179,6 +179,45 @@ def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: in
     return folder
 
 
+def write_corner_shards(folder: Path, count: int, resolution: int = 32, seed: int = 0, shard_size: int = 4) -> Path:
+    """Scene shards of a room's corner: a floor 1–2 below an eye-level camera and a back wall 3–8 ahead
+    (depth from both planes, exact), each in its own random colour, shaded by distance."""
+    import numpy as np
+
+    from core.data.shards import shard_path, write_shard
+
+    rng = np.random.default_rng(seed)
+    R = resolution
+    f = R / (2 * np.tan(np.radians(30)))
+    K = np.array([[f, 0, R / 2], [0, f, R / 2], [0, 0, 1]], np.float32)
+    v, u = np.mgrid[0:R, 0:R] + 0.5
+    rays = np.stack([(u - R / 2) / f, (v - R / 2) / f, np.ones((R, R))], -1)  # z = 1
+    length = np.linalg.norm(rays, axis=-1)
+    samples = []
+    for i in range(count):
+        height, wall = rng.uniform(1.0, 2.0), rng.uniform(3.0, 8.0)
+        floor_depth = np.where(rays[..., 1] > 1e-6, height / np.maximum(rays[..., 1], 1e-6), np.inf)
+        depth = np.minimum(floor_depth, wall)  # [R, R] along z
+        on_floor = floor_depth < wall
+        colour = np.where(on_floor[..., None], rng.uniform(0.3, 1.0, 3), rng.uniform(0.3, 1.0, 3))
+        shade = np.clip(1.2 - depth / 10, 0.2, 1)[..., None]
+        distance = np.zeros((4, R, R), np.float32)
+        distance[0] = depth * length  # along the unit ray
+        samples.append(
+            {
+                "rgb": (colour * shade * 255).astype(np.uint8),
+                "alpha": np.full((R, R), 255, np.uint8),
+                "distance": distance,
+                "intrinsics": K,
+                "cam_to_world": np.eye(4, dtype=np.float32),
+                "index": np.int64(i),
+            }
+        )
+    for s in range(0, count, shard_size):
+        write_shard(shard_path(folder, s // shard_size), samples[s : s + shard_size], {"mode": "scene", "samples": []})
+    return folder
+
+
 # ----------------------------------------------------------------------------------------------
 # The extension installed from its zip into this process's Blender
 # ----------------------------------------------------------------------------------------------

@@ -417,6 +417,22 @@ def test_a_mask_image_from_the_panel_sets_the_object(bpy_ext, tmp_path):
     assert request.mask is None and request.far_limit == 5.0
 
 
+def test_each_mode_takes_its_shipped_model_unless_the_preferences_choose_one(bpy_ext, random_checkpoint):
+    """With no model chosen in the preferences, object mode traces with the shipped object model and
+    scene mode with the shipped scene model; a chosen model serves both."""
+    from pathlib import Path
+
+    bpy = bpy_ext
+    make_request = sys.modules[f"{MODULE}.operators.request"].make_request
+    prefs, settings = bpy.context.preferences.addons[MODULE].preferences, bpy.context.scene.world_tracing
+    for chosen in ("", str(random_checkpoint)):
+        prefs.checkpoint = chosen
+        for mode, shipped in (("object", "wt-tiny.safetensors"), ("scene", "wt-tiny-scene.safetensors")):
+            settings.mode = mode
+            request, _, _ = make_request(bpy.context, 0, str(SAMPLE))
+            assert Path(request.checkpoint).name == (Path(chosen).name if chosen else shipped), (chosen, mode)
+
+
 def test_big_images_are_traced_at_the_geometry_size(bpy_ext, tmp_path):
     """An image larger than Geometry Size is traced scaled down: the result (camera, render size, points'
     wt_pixel) is at the smaller size, with its own image, and the user's image is left as it was."""

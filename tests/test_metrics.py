@@ -234,6 +234,18 @@ def test_comparison_table_puts_the_model_beside_both_references():
     assert first.split("|")[2:5] == [" 0.1000 ", " 0.2000 ", " 0.0000 "]
 
 
+def test_scene_comparison_table_puts_the_model_beside_both_scene_floors():
+    """Scene data's table: the model, a constant depth, the best row ramp and a perfect depth map, led by
+    the visible depth scored alone."""
+    from core.train.evaluate import comparison_table
+
+    metrics = {"depth_abs_rel": 0.1, "constant_depth_abs_rel": 0.4, "ramp_depth_abs_rel": 0.3}
+    metrics["oracle_depth_abs_rel"] = 0.0
+    header, _, first = comparison_table(metrics, "scene-tiny", "scene").splitlines()[:3]
+    assert "scene-tiny" in header and "constant depth" in header and "row" in header and "perfect" in header
+    assert first.split("|")[2:6] == [" 0.1000 ", " 0.4000 ", " 0.3000 ", " 0.0000 "]
+
+
 def test_distance_transform_is_exact_on_random_masks():
     """The torch distance transform (border candidates only) equals the brute-force nearest-background
     distance on blobby random masks, and measures to the frame's outside when there is no background."""

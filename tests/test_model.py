@@ -120,17 +120,20 @@ def test_release_cards_sample_with_the_released_frame_correlation(interop, name)
     assert make_card(cfg, normalization, name, "ours").sample_config().frame_correlation == 0.0
 
 
-def test_only_object_models_trained_here_anchor_the_visible_layer():
-    """Our object models sample anchored (OBJECT_ANCHOR, or the time their info names; a setting given
-    wins); the releases, converted or not, and scene models never do."""
-    from core.model.loading import OBJECT_ANCHOR
+def test_only_models_trained_here_with_an_anchor_anchor_the_visible_layer():
+    """Our object models, and our scene models with a DepthNet, sample anchored (DEFAULT_ANCHOR, or the
+    time their info names; a setting given wins); the releases, converted or not, and scene models
+    without a DepthNet never do."""
+    from core.model.loading import DEFAULT_ANCHOR
 
     cfg = build_config("tiny")
     objects, scenes = PointNormalization("zscore"), PointNormalization("log_median")
-    assert make_card(cfg, objects, "tiny", "ours").sample_config().anchor == OBJECT_ANCHOR
+    assert make_card(cfg, objects, "tiny", "ours").sample_config().anchor == DEFAULT_ANCHOR
     assert make_card(cfg, objects, "tiny", "ours", {"anchor": 0.3}).sample_config().anchor == 0.3
     assert make_card(cfg, objects, "tiny", "ours").sample_config(anchor=None).anchor is None
     assert make_card(cfg, scenes, "tiny", "ours").sample_config().anchor is None
+    with_depth = build_config("tiny", depth_width=8)
+    assert make_card(with_depth, scenes, "tiny", "ours").sample_config().anchor == DEFAULT_ANCHOR
     r75b = build_config("r75b")
     assert make_card(r75b, objects, "r75b", "r75b").sample_config().anchor is None
     assert make_card(r75b, objects, "r75b", "ours", {"release": "r75b"}).sample_config().anchor is None

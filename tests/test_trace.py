@@ -258,9 +258,10 @@ def test_any_aspect_ratio_comes_back_at_its_own_size(random_checkpoint, shape):
     assert lpm.valid[0].all()  # scene mode: the whole frame (the edge filter off)
 
 
-def test_objects_sample_anchored_and_scenes_never(random_checkpoint):
+def test_objects_sample_anchored_and_scenes_only_with_a_depth_net(random_checkpoint):
     """Object mode restarts the visible layer from the placed silhouette when the config anchors (the
-    result differs from plain sampling with the same seed); scene mode ignores the setting."""
+    result differs from plain sampling with the same seed); scene mode ignores the setting for a model
+    without a DepthNet (tests/test_scene_model.py covers one with)."""
     model, norm, _ = load_model(random_checkpoint, "cpu")
     rgba = np.asarray(Image.open(DATA / "object_rgba.png").convert("RGBA"))
     for mode, differs in (("object", True), ("scene", False)):

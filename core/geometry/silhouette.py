@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .placement import fitted_focal
+
 CHUNK = 4096  # foreground pixels per distance computation (bounds memory at CHUNK × border pixels)
 
 
@@ -77,15 +79,9 @@ def placed_inflation(
     point), and the depth is scaled so that its mean over the foreground matches the reference's.
     Returns camera-space points [B, H, W, 3], zero on the background.
     """
-    B, H, W = foreground.shape
+    B = foreground.shape[0]
     w = foreground.float()
-    v, u = torch.meshgrid(
-        torch.arange(H, device=w.device) + 0.5 - H / 2, torch.arange(W, device=w.device) + 0.5 - W / 2, indexing="ij"
-    )
-    rays = reference[..., :2] / reference[..., 2:].clamp_min(1e-3)  # [B, H, W, 2]
-    num = ((rays[..., 0] * u + rays[..., 1] * v) * w).sum((1, 2))
-    den = ((rays**2).sum(-1) * w).sum((1, 2))
-    focal = (num / den.clamp_min(1e-9)).clamp(0.3 * W, 5.0 * W)  # [B]
+    focal = fitted_focal(foreground, reference)  # [B]
     out = []
     for b in range(B):
         shape = None if profile is None else profile[b : b + 1]

@@ -22,7 +22,7 @@ from .cost import count_flops, count_parameters
 from .official import load_official, read_release, release_config, release_frame_correlation, release_normalization
 from .wtdit import WTDiT, WTDiTConfig
 
-OBJECT_ANCHOR = 0.15  # our object models restart the visible layer from the placed silhouette here (core/sampling.py)
+DEFAULT_ANCHOR = 0.15  # our models restart the visible layer from their placed anchor here (core/sampling.py)
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,9 @@ def make_card(
     cfg: WTDiTConfig, normalization: PointNormalization, name: str, release: str, info: dict | None = None
 ) -> ModelCard:
     """The card of a model; its sampler follows the release its weights come from (a converted
-    official file names it in its info). Object models trained here anchor the visible layer at the
-    time their info names, else at OBJECT_ANCHOR; the released models never do."""
+    official file names it in its info). Object models trained here, and scene models with a DepthNet,
+    anchor the visible layer at the time their info names, else at DEFAULT_ANCHOR; the released models
+    never do."""
     info = info or {}
     mode = model_mode(cfg, normalization)
     own = release == "ours" and "release" not in info  # trained here, not a converted release
@@ -79,7 +80,7 @@ def make_card(
         config=cfg,
         scene_framing=None if release == "ours" else "stretch",
         frame_correlation=release_frame_correlation(info.get("release", release), cfg),
-        anchor=info.get("anchor", OBJECT_ANCHOR) if own and mode == "object" else None,
+        anchor=info.get("anchor", DEFAULT_ANCHOR) if own and (mode == "object" or cfg.depth_width) else None,
         info=info,
     )
 

@@ -29,7 +29,7 @@ from ..geometry.points import OBJECT_MEAN, OBJECT_STD
 from ..geometry.silhouette import inflate
 from .encoder import EncoderConfig, ImageEncoder
 from .modules import Attention, LayerScale, Mlp, embedding, grid_positions, rope_tables
-from .surface import SurfaceNet
+from .surface import DepthNet, SurfaceNet
 
 BLOCK_TYPES = ("frame", "ray", "global")
 
@@ -56,6 +56,7 @@ class WTDiTConfig:
     silhouette_prior: bool = False  # ours, objects: x̂0 = placed inflated mask + the head's output (needs the mask)
     refine_width: int = 0  # ours: channels of a full-resolution conv refinement of x̂0 that sees the RGB (0: none)
     surface_width: int = 0  # ours, objects: full-resolution channels of the SurfaceNet that shapes the anchor (0: none)
+    depth_width: int = 0  # ours, scenes: full-resolution channels of the DepthNet the anchor reads (0: none)
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
@@ -77,8 +78,11 @@ class WTDiTConfig:
             raise ValueError(f"refine_width must be ≥ 0, got {self.refine_width}")
         if self.silhouette_prior and self.temporal:
             raise ValueError("silhouette_prior is for single images (object mode), not temporal models")
-        if self.surface_width < 0 or self.surface_width % 8:
-            raise ValueError(f"surface_width must be a multiple of 8 (0: none), got {self.surface_width}")
+        for name in ("surface_width", "depth_width"):
+            if getattr(self, name) < 0 or getattr(self, name) % 8:
+                raise ValueError(f"{name} must be a multiple of 8 (0: none), got {getattr(self, name)}")
+        if self.surface_width and self.depth_width:
+            raise ValueError("a model anchors on a SurfaceNet (objects) or a DepthNet (scenes), not both")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -311,8 +315,9 @@ class WTDiT(nn.Module):
             self.prior_placement = nn.Linear(D, 4)  # (log scale, z shift, tilt) of the prior, from the mean token
         if cfg.refine_width:
             self.refine = RefineHead(cfg.num_layers, cfg.refine_width)
-        # not part of forward: the anchored sampler asks it for the visible layer's profile (core/inference.py)
+        # not part of forward: the anchored sampler asks them for the visible layer (core/inference.py)
         self.surface = SurfaceNet(cfg.surface_width) if cfg.surface_width else None
+        self.depth = DepthNet(cfg.depth_width) if cfg.depth_width else None
         if not self.head.out.weight.is_meta:  # built on the meta device to be loaded: nothing to initialise
             self.initialize_weights()
 

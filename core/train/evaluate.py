@@ -1,6 +1,8 @@
-"""Held-out evaluation of a model on ground-truth shards (DESIGN.md §6 metrics), always beside the
-non-learned floor of silhouette inflation and the ceiling of a perfect depth map, and a figure of
-predictions, the floor and the ground truth."""
+"""Held-out evaluation of a model on ground-truth shards (DESIGN.md §6 metrics), always beside
+non-learned floors and the ceiling of a perfect depth map, and a figure of predictions, the floor
+and the ground truth. Object data: the floor is silhouette inflation; scene data: a constant depth
+and the best row ramp (`core/train/baselines.py`), with the visible depth also scored alone after a
+scale-and-shift fit, as real-photo depth benchmarks do."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from ..inference import predict
 from ..model.wtdit import WTDiT
 from ..plots import colorize, image_grid, side_view
 from ..sampling import DEFAULT_SAMPLING, SampleConfig
-from .baselines import silhouette_inflation
-from .metrics import evaluate_layered, mean_metrics
+from .baselines import scene_floors, silhouette_inflation
+from .metrics import aligned_depth_metrics, evaluate_layered, mean_metrics
 
 
 def evaluate_model(
@@ -31,12 +33,14 @@ def evaluate_model(
     max_points: int = 20000,
 ) -> dict[str, float]:
     """Mean metrics of the model's samples on `indices` of `reader`, against all ground-truth layers,
-    with the same metrics of the two references on the same samples.
+    with the same metrics of the references on the same samples.
 
     The model sees each image with its ground-truth foreground (as the alpha of a user image).
     Keys: l0_* (visible surface), all_* and layer0_* (complete geometry of all predicted layers and
-    of predicted layer 0 alone); the same keys prefixed `inflation_` (silhouette inflation of the
-    ground-truth mask) and `oracle_` (ground-truth layer 0 alone: a perfect depth map).
+    of predicted layer 0 alone), depth_abs_rel and depth_delta1 (layer-0 depth alone, scale-and-shift
+    fitted); the same keys prefixed by each reference's name (`reference_predictions`): `inflation_`
+    (object data) or `constant_` and `ramp_` (scene data), and `oracle_` (ground-truth layer 0
+    alone: a perfect depth map).
     """
     rows = []
     for start in range(0, len(indices), batch_size):
@@ -45,22 +49,46 @@ def evaluate_model(
         pred = predict(model, normalization, gt["image"], gt["foreground"], cfg, seed + start)
         for b in range(len(idx)):
             g_pts, g_valid = gt["points"][b].numpy(), gt["valid"][b].numpy()
-            row = evaluate_layered(
-                pred.points[b].cpu().numpy(), pred.valid[b].cpu().numpy(), g_pts, g_valid, max_points
-            )
-            for name, (points, valid) in reference_predictions(g_pts, g_valid).items():
-                row.update(
-                    {f"{name}_{k}": v for k, v in evaluate_layered(points, valid, g_pts, g_valid, max_points).items()}
-                )
+            predictions = {
+                "": (pred.points[b].cpu().numpy(), pred.valid[b].cpu().numpy()),
+                **reference_predictions(g_pts, g_valid, gt["intrinsics"][b].numpy(), reader.mode),
+            }
+            row: dict[str, float] = {}
+            for name, (points, valid) in predictions.items():
+                prefix = f"{name}_" if name else ""
+                row |= {prefix + k: v for k, v in sample_metrics(points, valid, g_pts, g_valid, max_points).items()}
             rows.append(row)
     return mean_metrics(rows)
 
 
-def reference_predictions(points: np.ndarray, valid: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The floor and the ceiling for one ground truth (L, H, W, 3) / (L, H, W): {"inflation": silhouette
-    inflation of its layer-0 mask, "oracle": its layer 0 alone}, each as (points, valid)."""
-    inflated, inflated_valid, _ = silhouette_inflation(valid[0])
-    return {"inflation": (inflated, inflated_valid), "oracle": (points[:1], valid[:1])}
+def sample_metrics(
+    points: np.ndarray, valid: np.ndarray, gt_points: np.ndarray, gt_valid: np.ndarray, max_points: int
+) -> dict[str, float]:
+    """`evaluate_layered`'s metrics of one prediction, plus depth_abs_rel and depth_delta1 of its
+    layer 0 (`aligned_depth_metrics`)."""
+    common = valid[0] & gt_valid[0]
+    depth = aligned_depth_metrics(points[0, ..., 2], gt_points[0, ..., 2], common)
+    return evaluate_layered(points, valid, gt_points, gt_valid, max_points) | {
+        f"depth_{k}": v for k, v in depth.items()
+    }
+
+
+def reference_predictions(
+    points: np.ndarray, valid: np.ndarray, intrinsics: np.ndarray, mode: str = "object"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The floors and the ceiling for one ground truth (L, H, W, 3) / (L, H, W) with camera
+    intrinsics (3, 3), each as (points, valid): object data {"inflation": silhouette inflation of its
+    layer-0 mask}, scene data {"constant", "ramp"} (`scene_floors`); both {"oracle": its layer 0
+    alone}."""
+    if mode == "scene":
+        floors = scene_floors(points, valid, intrinsics)
+    else:
+        inflated, inflated_valid, _ = silhouette_inflation(valid[0])
+        floors = {"inflation": (inflated, inflated_valid)}
+    return {**floors, "oracle": (points[:1], valid[:1])}
+
+
+FIGURE_FLOOR = {"object": "inflation", "scene": "ramp"}  # the floor the figure shows, by the data's mode
 
 
 def prediction_figure(
@@ -72,8 +100,8 @@ def prediction_figure(
     cfg: SampleConfig = DEFAULT_SAMPLING,
     seed: int = 0,
 ) -> None:
-    """PNG, three rows per sample: input and per-layer depth of the prediction / of silhouette
-    inflation / of the ground truth, plus a side view of each point cloud (coloured by layer).
+    """PNG, three rows per sample: input and per-layer depth of the prediction / of the floor
+    (`FIGURE_FLOOR`) / of the ground truth, plus a side view of each point cloud (coloured by layer).
 
     Predictions and the floor are first aligned to the truth by scale and z-shift on layer 0 (as the
     metrics are), so the rows share one depth colour scale.
@@ -91,9 +119,11 @@ def prediction_figure(
             p_pts = apply_scale_z_shift(p_pts, *align_points_scale_z_shift(p_pts[0][both], g_pts[0][both]))
         zg = g_pts[..., 2][g_valid]
         lo, hi = (float(zg.min()), float(zg.max())) if zg.size else (0.0, 1.0)
-        i_pts, i_valid = reference_predictions(g_pts, g_valid)["inflation"]
-        i_pts = apply_scale_z_shift(i_pts, *align_points_scale_z_shift(i_pts[0][g_valid[0]], g_pts[0][g_valid[0]]))
-        for name, pts, valid in (("pred", p_pts, p_valid), ("inflation", i_pts, i_valid), ("truth", g_pts, g_valid)):
+        floor = FIGURE_FLOOR[reader.mode]
+        i_pts, i_valid = reference_predictions(g_pts, g_valid, gt["intrinsics"][b].numpy(), reader.mode)[floor]
+        both = i_valid[0] & g_valid[0]
+        i_pts = apply_scale_z_shift(i_pts, *align_points_scale_z_shift(i_pts[0][both], g_pts[0][both]))
+        for name, pts, valid in (("pred", p_pts, p_valid), (floor, i_pts, i_valid), ("truth", g_pts, g_valid)):
             z = pts[..., 2]
             depth = [colorize(z[k], valid[k], lo, hi) if k < len(z) else np.zeros_like(image) for k in range(L)]
             rows.append(
@@ -105,26 +135,45 @@ def prediction_figure(
     image_grid(rows, ["input"] + [f"layer {k}" for k in range(L)] + ["side view"], labels).save(path)
 
 
-HEADLINE = [
-    ("l0_abs_rel", "layer-0 AbsRel ↓"),
-    ("l0_delta1", "layer-0 δ1 ↑"),
-    ("all_cd_l1", "Chamfer-L1, all layers ↓"),
-    ("layer0_cd_l1", "Chamfer-L1, layer 0 only ↓"),
-    ("all_f@0.01", "F@0.01, all layers ↑"),
-    ("layer0_f@0.01", "F@0.01, layer 0 only ↑"),
-    ("all_f@0.05", "F@0.05, all layers ↑"),
-    ("layer0_f@0.05", "F@0.05, layer 0 only ↑"),
-]
+HEADLINE = {
+    "object": [
+        ("l0_abs_rel", "layer-0 AbsRel ↓"),
+        ("l0_delta1", "layer-0 δ1 ↑"),
+        ("all_cd_l1", "Chamfer-L1, all layers ↓"),
+        ("layer0_cd_l1", "Chamfer-L1, layer 0 only ↓"),
+        ("all_f@0.01", "F@0.01, all layers ↑"),
+        ("layer0_f@0.01", "F@0.01, layer 0 only ↑"),
+        ("all_f@0.05", "F@0.05, all layers ↑"),
+        ("layer0_f@0.05", "F@0.05, layer 0 only ↑"),
+    ],
+    "scene": [
+        ("depth_abs_rel", "visible depth AbsRel (scale+shift fit) ↓"),
+        ("depth_delta1", "visible depth δ1 (scale+shift fit) ↑"),
+        ("l0_abs_rel", "layer-0 AbsRel ↓"),
+        ("all_cd_l1", "Chamfer-L1, all layers ↓"),
+        ("all_f@0.05", "F@0.05, all layers ↑"),
+    ],
+}
+REFERENCES = {
+    "object": [("inflation", "silhouette inflation (no learning)"), ("oracle", "perfect depth map")],
+    "scene": [
+        ("constant", "constant depth"),
+        ("ramp", "depth linear in the row (best fit)"),
+        ("oracle", "perfect depth map"),
+    ],
+}
 
 
-def comparison_table(metrics: dict[str, float], model: str = "model") -> str:
-    """Markdown table of the headline numbers: the model beside silhouette inflation and a perfect depth map."""
+def comparison_table(metrics: dict[str, float], model: str = "model", mode: str = "object") -> str:
+    """Markdown table of the headline numbers of object or scene data: the model beside the floors
+    and a perfect depth map."""
+    references = REFERENCES[mode]
     lines = [
-        f"| metric | {model} | silhouette inflation (no learning) | perfect depth map |",
-        "| --- | --- | --- | --- |",
+        f"| metric | {model} | " + " | ".join(label for _, label in references) + " |",
+        "| --- " * (len(references) + 2) + "|",
     ]
-    for key, label in HEADLINE:
-        values = [metrics.get(k, float("nan")) for k in (key, f"inflation_{key}", f"oracle_{key}")]
+    for key, label in HEADLINE[mode]:
+        values = [metrics.get(k, float("nan")) for k in (key, *(f"{name}_{key}" for name, _ in references))]
         lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
     return "\n".join(lines)
 

@@ -52,6 +52,24 @@ def visible_surface_metrics(pred_points: np.ndarray, gt_points: np.ndarray, mask
     }
 
 
+def aligned_depth_metrics(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Depth alone, aligned by scale and shift (least squares over `mask`), as real-photo depth
+    benchmarks score it: abs_rel = mean |z_p − z_g|/z_g and delta1 = share with max(z_p/z_g,
+    z_g/z_p) < 1.25 (z_p ≤ 0 never counts). pred_depth, gt_depth: (H, W); mask: (H, W) bool.
+    NaN for a mask of fewer than two pixels."""
+    p, g = pred_depth[mask].astype(np.float64), gt_depth[mask].astype(np.float64)
+    if len(p) < 2:
+        return {"abs_rel": float("nan"), "delta1": float("nan")}
+    A = np.stack([p, np.ones_like(p)], 1)
+    (scale, shift), *_ = np.linalg.lstsq(A, g, rcond=None)
+    z = scale * p + shift
+    ratio = np.maximum(z, 1e-12) / g
+    return {
+        "abs_rel": float(np.mean(np.abs(z - g) / g)),
+        "delta1": float(np.mean(np.maximum(ratio, 1.0 / ratio) < 1.25)),
+    }
+
+
 def chamfer_fscore(pred: np.ndarray, gt: np.ndarray, thresholds: tuple[float, ...] = (0.01, 0.05)) -> dict[str, float]:
     """Chamfer distances and F-scores between point sets pred (M, 3) and gt (N, 3).
 

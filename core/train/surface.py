@@ -1,12 +1,13 @@
-"""`python -m core train-surface`: train a checkpoint's SurfaceNet (core/model/surface.py) alone.
+"""`python -m core train-surface`: train a checkpoint's anchor net (core/model/surface.py) alone:
+the SurfaceNet of an object model, the DepthNet of a scene model (log-median normalisation).
 
 The rest of the model is copied and frozen. The loss is the metric the visible layer is judged by
-(DESIGN.md §6): the front the profile implies (depth 1 − profile · r/f along the true rays) is
-aligned to the true layer 0 by one scale on xyz and a shift on z (closed-form least squares), and
-scored by its mean relative depth error. A checkpoint without a SurfaceNet gets one of `width`
-channels that starts as the round inflation; one that has a SurfaceNet goes on training it, so each
-stretch adds to the last. Every stretch appends its record (command, data, steps, time, validation)
-to the checkpoint's info under "surface".
+(DESIGN.md §6): the front the net implies along the true rays (objects: depth 1 − profile · r/f;
+scenes: depth e^log-depth) is aligned to the true layer 0 by one scale on xyz and a shift on z
+(closed-form least squares), and scored by its mean relative depth error. A checkpoint without the
+net gets one of `width` channels that starts as the round inflation (objects) or a constant depth
+(scenes); one that has it goes on training it, so each stretch adds to the last. Every stretch
+appends its record (command, data, steps, time, validation) to the checkpoint's info under "surface".
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class SurfaceTrainConfig:
     data: list[str]  # training shard folders
     out: str  # the checkpoint written: `init` with the trained SurfaceNet
     val: list[str] | None = None  # held-out shard folders, checked every eval_every steps
-    width: int = 24  # full-resolution channels of a new SurfaceNet (multiple of 8)
+    width: int = 24  # full-resolution channels of a new anchor net (multiple of 8)
     steps: int = 1000  # optimizer steps at most
     minutes: float = 0.0  # stop after this many minutes of wall time (0: no limit); the cosine follows it
     batch_size: int = 16
@@ -46,6 +47,16 @@ class SurfaceTrainConfig:
     val_count: int = 64  # held-out samples per check
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default)
+
+
+def aligned_abs_rel(front: torch.Tensor, points: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    """Per-sample AbsRel [B] of a front [B, H, W, 3] against the true layer 0 [B, H, W, 3] over the
+    foreground [B, H, W] bool, after the metrics' scale (xyz) and z-shift alignment."""
+    w = foreground.to(front.dtype)
+    scale, shift = solve_scale_z_shift(front, points, w)
+    z = scale[:, None, None] * front[..., 2] + shift[:, None, None]
+    truth = points[..., 2].clamp_min(1e-6)
+    return ((z - truth).abs() / truth * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1)
 
 
 def aligned_front_error(
@@ -63,11 +74,16 @@ def aligned_front_error(
     H, W = foreground.shape[1:]
     r = distance.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
     front = (1 - profile * r / intrinsics[:, 0, 0, None, None])[..., None] * pixel_rays(intrinsics, H, W)
-    w = foreground.to(front.dtype)
-    scale, shift = solve_scale_z_shift(front, points, w)
-    z = scale[:, None, None] * front[..., 2] + shift[:, None, None]
-    truth = points[..., 2].clamp_min(1e-6)
-    return ((z - truth).abs() / truth * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1)
+    return aligned_abs_rel(front, points, foreground)
+
+
+def aligned_depth_error(
+    log_depth: torch.Tensor, points: torch.Tensor, foreground: torch.Tensor, intrinsics: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample AbsRel [B] of the depth e^log_depth [B, H, W] along the true rays, aligned to the
+    true layer 0 as the metrics align (arguments as `aligned_front_error`'s)."""
+    H, W = foreground.shape[1:]
+    return aligned_abs_rel(torch.exp(log_depth)[..., None] * pixel_rays(intrinsics, H, W), points, foreground)
 
 
 def surface_batch(reader: ShardReader, indices, mirror: bool = False) -> dict[str, torch.Tensor]:
@@ -87,38 +103,52 @@ def surface_batch(reader: ShardReader, indices, mirror: bool = False) -> dict[st
     }  # fmt: skip
 
 
-def surface_error(model: WTDiT, batch: dict[str, torch.Tensor], round_only: bool = False) -> torch.Tensor:
-    """Per-sample aligned error [B] of the model's SurfaceNet (or of the round inflation)."""
+def anchor_net(model: WTDiT) -> torch.nn.Module:
+    """The net `train-surface` trains: the model's DepthNet, else its SurfaceNet."""
+    net = model.depth if model.depth is not None else model.surface
+    assert net is not None, "the model has no anchor net"
+    return net
+
+
+def surface_error(model: WTDiT, batch: dict[str, torch.Tensor], untrained: bool = False) -> torch.Tensor:
+    """Per-sample aligned error [B] of the model's anchor net, or (`untrained`) of what it starts as:
+    the round inflation (SurfaceNet) or a constant depth (DepthNet)."""
+    image, foreground, points, K = batch["image"], batch["foreground"], batch["points"], batch["intrinsics"]
+    if model.depth is not None:
+        log_depth = torch.zeros_like(foreground, dtype=image.dtype) if untrained else model.depth(image, foreground)
+        return aligned_depth_error(log_depth, points, foreground, K)
     assert model.surface is not None
-    if round_only:
+    if untrained:
         profile = round_profile(batch["distance"])[0]
     else:
-        profile = model.surface(batch["image"], batch["foreground"], batch["distance"])
-    return aligned_front_error(profile, batch["distance"], batch["points"], batch["foreground"], batch["intrinsics"])
+        profile = model.surface(image, foreground, batch["distance"])
+    return aligned_front_error(profile, batch["distance"], points, foreground, K)
 
 
 def with_surface(init: str, width: int) -> tuple[WTDiT, PointNormalization, dict]:
-    """(model, normalisation, info) of checkpoint `init`, with a new SurfaceNet of `width` channels if
-    it has none."""
+    """(model, normalisation, info) of checkpoint `init`, with a new anchor net of `width` channels if
+    it has none: a DepthNet for a scene model (log-median normalisation), else a SurfaceNet."""
     model, normalization, info = load_checkpoint(init)
-    if model.surface is None:
-        grown = WTDiT(replace(model.cfg, surface_width=width))
+    if model.surface is None and model.depth is None:
+        scene = normalization.mode == "log_median"
+        grown_cfg = replace(model.cfg, depth_width=width) if scene else replace(model.cfg, surface_width=width)
+        grown = WTDiT(grown_cfg)
         missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-        assert not unexpected and all(k.startswith("surface.") for k in missing), (missing, unexpected)
+        prefix = "depth." if scene else "surface."
+        assert not unexpected and all(k.startswith(prefix) for k in missing), (missing, unexpected)
         model = grown
     return model, normalization, info
 
 
 def train_surface(cfg: SurfaceTrainConfig, log: Callable[[str], object] = print) -> Path:
-    """Train the SurfaceNet of cfg.init on cfg.data and write cfg.out; returns its path."""
+    """Train the anchor net of cfg.init on cfg.data and write cfg.out; returns its path."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model, normalization, info = with_surface(cfg.init, cfg.width)
-    assert model.surface is not None
     for p in model.parameters():
         p.requires_grad_(False)
-    net = model.surface.train()
+    net = anchor_net(model).train()
     for p in net.parameters():
         p.requires_grad_(True)
     data = ShardReader(cfg.data)
@@ -133,10 +163,11 @@ def train_surface(cfg: SurfaceTrainConfig, log: Callable[[str], object] = print)
             return
         net.eval()
         with torch.no_grad():
-            now, floor = surface_error(model, val_batch).mean(), surface_error(model, val_batch, round_only=True).mean()
+            now, floor = surface_error(model, val_batch).mean(), surface_error(model, val_batch, untrained=True).mean()
         net.train()
-        checks.append({"step": step, "abs_rel": round(float(now), 5), "inflation": round(float(floor), 5)})
-        log(f"step {step}: held-out visible-layer AbsRel {float(now):.4f} (round inflation {float(floor):.4f})")
+        start = "constant depth" if model.depth is not None else "inflation"
+        checks.append({"step": step, "abs_rel": round(float(now), 5), start: round(float(floor), 5)})
+        log(f"step {step}: held-out visible-layer AbsRel {float(now):.4f} ({start} {float(floor):.4f})")
 
     check()
     while step < cfg.steps:
