@@ -139,11 +139,23 @@ def step_edge_map(block: int = 1):
     return LayeredPointMap(plane_points(depth, focal)[None], np.ones((1, H, W), bool), K, image)
 
 
-def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: int = 0, shard_size: int = 4) -> Path:
-    """Shards of analytic spheres (enter and exit crossings per ray), shaded by their normals."""
+def write_samples(folder: Path, samples: list[dict], mode: str, shard_size: int) -> Path:
+    """Shards of samples (rgb, alpha, distance, intrinsics; an identity camera pose and their order as
+    index added) in `folder`, `shard_size` per file."""
     import numpy as np
 
     from core.data.shards import shard_path, write_shard
+
+    for i, sample in enumerate(samples):
+        sample |= {"cam_to_world": np.eye(4, dtype=np.float32), "index": np.int64(i)}
+    for s in range(0, len(samples), shard_size):
+        write_shard(shard_path(folder, s // shard_size), samples[s : s + shard_size], {"mode": mode, "samples": []})
+    return folder
+
+
+def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: int = 0, shard_size: int = 4) -> Path:
+    """Shards of analytic spheres (enter and exit crossings per ray), shaded by their normals."""
+    import numpy as np
 
     rng = np.random.default_rng(seed)
     R = resolution
@@ -153,7 +165,7 @@ def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: in
     rays = np.stack([(u - R / 2) / f, (v - R / 2) / f, np.ones((R, R))], -1)
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
     samples = []
-    for i in range(count):
+    for _ in range(count):
         centre, radius = np.array([*rng.uniform(-0.15, 0.15, 2), rng.uniform(1.6, 2.2)]), rng.uniform(0.3, 0.5)
         b = rays @ centre
         disc = b**2 - (centre @ centre - radius**2)
@@ -164,27 +176,14 @@ def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: in
         normal = (rays * near[..., None] - centre) / radius
         shade = np.clip(0.3 + 0.7 * -normal[..., 2], 0, 1)
         rgb = (shade[..., None] * rng.uniform(0.4, 1.0, 3) * 255).astype(np.uint8)
-        samples.append(
-            {
-                "rgb": rgb,
-                "alpha": (hit * 255).astype(np.uint8),
-                "distance": distance,
-                "intrinsics": K,
-                "cam_to_world": np.eye(4, dtype=np.float32),
-                "index": np.int64(i),
-            }
-        )
-    for s in range(0, count, shard_size):
-        write_shard(shard_path(folder, s // shard_size), samples[s : s + shard_size], {"mode": "object", "samples": []})
-    return folder
+        samples.append({"rgb": rgb, "alpha": (hit * 255).astype(np.uint8), "distance": distance, "intrinsics": K})
+    return write_samples(folder, samples, "object", shard_size)
 
 
 def write_corner_shards(folder: Path, count: int, resolution: int = 32, seed: int = 0, shard_size: int = 4) -> Path:
     """Scene shards of a room's corner: a floor 1–2 below an eye-level camera and a back wall 3–8 ahead
     (depth from both planes, exact), each in its own random colour, shaded by distance."""
     import numpy as np
-
-    from core.data.shards import shard_path, write_shard
 
     rng = np.random.default_rng(seed)
     R = resolution
@@ -194,7 +193,7 @@ def write_corner_shards(folder: Path, count: int, resolution: int = 32, seed: in
     rays = np.stack([(u - R / 2) / f, (v - R / 2) / f, np.ones((R, R))], -1)  # z = 1
     length = np.linalg.norm(rays, axis=-1)
     samples = []
-    for i in range(count):
+    for _ in range(count):
         height, wall = rng.uniform(1.0, 2.0), rng.uniform(3.0, 8.0)
         floor_depth = np.where(rays[..., 1] > 1e-6, height / np.maximum(rays[..., 1], 1e-6), np.inf)
         depth = np.minimum(floor_depth, wall)  # [R, R] along z
@@ -209,13 +208,9 @@ def write_corner_shards(folder: Path, count: int, resolution: int = 32, seed: in
                 "alpha": np.full((R, R), 255, np.uint8),
                 "distance": distance,
                 "intrinsics": K,
-                "cam_to_world": np.eye(4, dtype=np.float32),
-                "index": np.int64(i),
             }
         )
-    for s in range(0, count, shard_size):
-        write_shard(shard_path(folder, s // shard_size), samples[s : s + shard_size], {"mode": "scene", "samples": []})
-    return folder
+    return write_samples(folder, samples, "scene", shard_size)
 
 
 # ----------------------------------------------------------------------------------------------
