@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 from core.data.stream import SceneStream, StreamConfig
 
 
-def stream_rate(resolution: int, device: str, batch: int = 8, repeats: int = 3) -> float:
-    stream = SceneStream(StreamConfig(resolution=resolution, layers=6, device=device), seed=0)
+def stream_rate(resolution: int, device: str, batch: int = 8, repeats: int = 3, mode: str = "object") -> float:
+    stream = SceneStream(StreamConfig(resolution=resolution, layers=6, device=device, mode=mode), seed=0)
     stream.batch(2)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -80,9 +80,11 @@ def main() -> None:
     args = parser.parse_args()
     for res in (64, 128, 256):
         print(f"stream {res}px, cpu ({torch.get_num_threads()} threads): {stream_rate(res, 'cpu'):.2f} samples/s")
+    print(f"stream 128px, cpu, scene mode (rooms, streets): {stream_rate(128, 'cpu', mode='scene'):.2f} samples/s")
     if torch.cuda.is_available():
         for res in (128, 256, 504):
             print(f"stream {res}px, cuda: {stream_rate(res, 'cuda', batch=32):.1f} samples/s")
+        print(f"stream 504px, cuda, scene mode: {stream_rate(504, 'cuda', batch=32, mode='scene'):.1f} samples/s")
     stream_fed = train_rate(1, args.steps, 16, None)
     print(f"trainer fed by the stream alone: {stream_fed:.1f} samples/s (tiny, 1 process on {os.cpu_count()} cores)")
     one = train_rate(1, args.steps, 16, args.data)

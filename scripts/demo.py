@@ -7,10 +7,13 @@ folder (Blender installs its bundled wheels), traces the sample image inside it 
 view plus three novel views (Cycles, CPU) into out/, with out/demo.png putting them side by side.
 Pillow comes from the extension's own wheels, so nothing is imported from the repository.
 
-    python scripts/demo.py [--image PATH] [--checkpoint PATH] [--steps N] [--device D] [--solid] [--no-render]
+    python scripts/demo.py [--image PATH] [--mode object|scene] [--checkpoint PATH] [--steps N] [--device D]
+                           [--solid] [--edges] [--no-render]
 
 traces another image or model the same way (e.g. an official model.pt, picked as in the preferences);
---solid also builds the result's solid and renders it alone the same way into out/demo_solid.png.
+--solid also builds the result's solid and renders it alone the same way into out/demo_solid.png;
+--edges traces the image again without the edge filter and renders the visible layer of each trace
+from one novel view into out/demo_edges.png (input, without the filter, with it).
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="", help="model file (default: the shipped model)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    parser.add_argument("--mode", default="object", choices=["object", "scene"])
     parser.add_argument("--solid", action="store_true", help="also build the solid and render it (demo_solid.png)")
+    parser.add_argument("--edges", action="store_true", help="also trace without the edge filter (demo_edges.png)")
     parser.add_argument("--no-render", action="store_true", help="only trace and save the .blend")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -78,7 +83,7 @@ def main() -> None:
     scene = bpy.context.scene
     settings = scene.world_tracing
     settings.output, settings.point_size, settings.steps = "POINTS", 1.6, args.steps
-    settings.solid, settings.solid_hidden = args.solid, "NEAREST"
+    settings.solid, settings.solid_hidden, settings.mode = args.solid, "NEAREST", args.mode
     t0 = time.perf_counter()
     result = bpy.ops.world_tracing.trace_image(filepath=str(args.image))
     if result != {"FINISHED"}:
@@ -116,6 +121,20 @@ def main() -> None:
         tiles = [render(scene, cam, OUT / f"solid_{name}", frame) for cam, frame, name in views]
         side_by_side([source] + tiles, OUT / "demo_solid.png")
         print(f"solid: {len(solid[0].data.polygons):,} faces; side by side: {OUT / 'demo_solid.png'}")
+    if args.edges:
+        settings.solid, filter_strength, settings.edge_filter = False, settings.edge_filter, 0.0
+        if bpy.ops.world_tracing.trace_image(filepath=str(args.image)) != {"FINISHED"}:
+            raise SystemExit(f"tracing {args.image} without the edge filter failed")
+        tiles = []
+        for shown in (settings.result, collection):  # without the filter, then with it
+            for c in (settings.result, collection):
+                c.hide_render = c is not shown
+            for obj in shown.objects:  # the visible layer alone: flying pixels float in front of the others
+                obj.hide_render = obj.type == "MESH" and not obj.name.endswith(" L0")
+            novel = next(o for o in shown.objects if o.type == "CAMERA" and o.parent is not None)
+            tiles.append(render(scene, novel, OUT / f"edges_{len(tiles)}.png", NOVEL_FRAMES[0]))
+        side_by_side([source] + tiles, OUT / "demo_edges.png")
+        print(f"edge filter {filter_strength:g} against none, one novel view: {OUT / 'demo_edges.png'}")
 
 
 def side_by_side(tiles: list, path: Path) -> None:

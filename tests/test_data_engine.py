@@ -124,13 +124,18 @@ def test_sample_is_deterministic_for_a_seed(random_samples):
     assert again["meta"] == random_samples[1]["meta"]
 
 
-def test_room_scene_has_interior_geometry():
-    """Scene mode builds a room around the camera: nearly every pixel hits something, walls have two faces."""
-    cfg = GenerateConfig(out="unused", count=1, seed=3, resolution=RES, render_samples=4, workers=1, mode="scene")
+@pytest.mark.parametrize("seed, kind", [(0, "room"), (2, "outdoor")])
+def test_scene_mode_renders_rooms_and_streets_with_their_sky(seed, kind):
+    """Scene mode (seed 0 draws a room, 2 a street): the render is opaque (what no surface covers shows
+    the world's sky, not a transparent background); a room surrounds the camera and its walls have two
+    faces; a street's ground fills the bottom row and reaches tens of metres."""
+    cfg = GenerateConfig(out="unused", count=1, seed=seed, resolution=RES, render_samples=4, workers=1, mode="scene")
     s = make_sample(cfg, 0, [], 2, [])
-    assert (s["distance"][0] > 0).mean() > 0.6
-    assert (s["distance"][1] > 0).mean() > 0.5
-    assert s["meta"]["mode"] == "scene"
+    assert s["meta"]["mode"] == "scene" and s["meta"]["kind"] == kind and (s["alpha"] == 255).all()
+    if kind == "room":
+        assert (s["distance"][0] > 0).mean() > 0.6 and (s["distance"][1] > 0).mean() > 0.5
+    else:
+        assert (s["distance"][0, -1] > 0).all() and s["distance"][0].max() > 20
 
 
 @pytest.fixture(scope="module")

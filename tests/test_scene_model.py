@@ -163,9 +163,9 @@ def test_scene_mode_uses_the_shipped_scene_model():
 
 @pytest.mark.slow
 def test_shipped_scene_model_beats_both_scene_floors():
-    """On the 16 rooms of tests/data/scene (a seed the training never drew), the shipped scene model as
-    it samples by default has visible depth closer to the truth than a constant depth and than the best
-    row ramp, in AbsRel and δ1 after a scale-and-shift fit."""
+    """On the 16 rooms and streets of tests/data/scene (a seed the training never drew), the shipped scene
+    model as it samples by default has visible depth closer to the truth than a constant depth and than
+    the best row ramp, in AbsRel and δ1 after a scale-and-shift fit."""
     model, normalization, card = load_model(SCENE, "cpu")
     reader = ShardReader(DATA / "scene")
     metrics = evaluate_model(model, normalization, reader, list(range(16)), card.sample_config(steps=10))

@@ -236,3 +236,18 @@ def test_prior_placement_is_the_scale_and_z_shift_evaluation_ignores(shards):
     assert abs(rays(tilted[:, m]) - rays(plain[:, m])).max() < 1e-4
     ratio = tilted[0][m][:, 2] / plain[0][m][:, 2]
     assert abs(ratio - (1 + 0.5 * rays(plain[0][m])[:, 0])).max() < 1e-4 and ratio.std() > 0.01
+
+
+def test_batches_mix_shards_and_the_stream_of_the_same_kind(shards):
+    """Half of each batch from the object shards and half from the object stream; a scene stream beside
+    object shards is refused before training starts."""
+    from core.data.shards import ShardReader
+    from core.model.wtdit import build_config
+    from core.train.loop import training_batches
+
+    cfg = config(shards, "unused", stream_fraction=0.5)
+    model_cfg = build_config("tiny", **SMALL)
+    batch = next(training_batches(cfg, ShardReader(cfg.data), model_cfg, torch.device("cpu"), 0, 0))
+    assert batch["points"].shape[0] == 4 and batch["foreground"].flatten(1).any(1).all()
+    with pytest.raises(ValueError, match="the shards hold object samples but the stream draws scene ones"):
+        train(config(shards, "unused", stream_fraction=0.5, stream_mode="scene"))

@@ -34,7 +34,7 @@ class GenerateConfig:
     count: int  # number of samples
     seed: int = 0  # run seed; sample i depends on (seed, i) only
     resolution: int = 128  # square image side in pixels
-    mode: str = "object"  # "object" (transparent background) or "scene" (camera inside a room)
+    mode: str = "object"  # "object" (transparent background) or "scene" (a room or a street, core/data/layouts.py)
     layers: int = 6  # ray crossings kept per pixel (at most 8)
     assets: str | None = None  # folder searched for .obj/.ply/.glb/.gltf/.blend meshes (object mode)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # Blender processes
@@ -65,19 +65,19 @@ class GenerateConfig:
 def make_sample(cfg: GenerateConfig, index: int, assets: list, threads: int, log_lines: list[str]) -> dict:
     """Build, render and trace sample `index` in this process's Blender; redraw skipped scenes."""
     from .recipe import object_camera
-    from .scenes import add_camera, build_object_scene, build_room_scene, place_room_camera, reset_scene
+    from .scenes import add_camera, build_layout_scene, build_object_scene, reset_scene
     from .tracing import SkipSample, render_and_trace
 
     for attempt in range(MAX_ATTEMPTS):
         rng = np.random.default_rng([cfg.seed, index, attempt])
         try:
-            reset_scene(cfg.resolution, cfg.render_samples, threads, transparent=True, denoise=cfg.mode == "scene")
+            scene = cfg.mode == "scene"  # scenes show their sky; objects stand on a transparent background
+            reset_scene(cfg.resolution, cfg.render_samples, threads, transparent=not scene, denoise=scene)
             if cfg.mode == "object":
                 meta = build_object_scene(rng, assets, log_lines, tuple(cfg.families))
                 position, direction, fov = object_camera(rng)
             else:
-                meta = build_room_scene(rng, log_lines)
-                position, direction, fov = place_room_camera(rng, meta)
+                meta, (position, direction, fov) = build_layout_scene(rng)
             add_camera(position, direction, fov)
             s = render_and_trace(cfg.layers, log_lines)
         except SkipSample as e:
@@ -112,7 +112,7 @@ def _render_shard(job: tuple[dict, int, list[str], int]) -> tuple[int, int, list
     indices = range(first, min(first + cfg.shard_size, cfg.count))
     lines: list[str] = []
     samples = [make_sample(cfg, i, [Path(a) for a in assets], threads, lines) for i in indices]
-    meta = dict(cfg.dataset_fields(), generator="world-tracing blender v2", samples=[s.pop("meta") for s in samples])
+    meta = dict(cfg.dataset_fields(), generator="world-tracing blender v3", samples=[s.pop("meta") for s in samples])
     write_shard(shard_path(cfg.out, shard), samples, meta)
     return shard, len(samples), lines
 

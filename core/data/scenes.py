@@ -1,4 +1,4 @@
-"""Randomised Blender scenes for ground truth: objects on a transparent background, or rooms.
+"""Randomised Blender scenes for ground truth: objects on a transparent background, or rooms and streets.
 
 Runs inside a Blender process (the bpy module); bpy is imported inside the functions only, so
 importing this module never needs Blender. Every random choice comes from the numpy Generator
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry.camera import SENSOR_MM, fov_to_focal
-from .recipe import FAMILIES, TRAIN_FAMILIES, Mesh, assemble, draw_parts
+from .layouts import scene_layout
+from .recipe import TRAIN_FAMILIES, Mesh, assemble, draw_parts
 from .tracing import SkipSample, evaluated_mesh
 
 ASSET_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".blend")
@@ -81,29 +82,39 @@ def _random_colour(rng: np.random.Generator) -> tuple[float, float, float, float
     return (r, g, b, 1.0)
 
 
-def random_material(rng: np.random.Generator, name: str):
-    """Principled BSDF with a random colour, roughness and metalness; half the time a procedural texture."""
+def new_material(name: str):
+    """A fresh node material; returns it and its Principled BSDF."""
     import bpy
 
     mat = bpy.data.materials.new(name)
     if mat.node_tree is None:  # Blender < 5.0 creates materials without nodes
         mat.use_nodes = True
+    return mat, mat.node_tree.nodes["Principled BSDF"]
+
+
+def texture_base_color(mat, kind: str, scale: float, colours: tuple) -> None:
+    """Drive the material's base colour by procedural texture `kind` (a node type) at `scale` in object
+    coordinates, mapped through a two-colour ramp."""
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    bsdf = nodes["Principled BSDF"]
+    tex = nodes.new(kind)
+    tex.inputs["Scale"].default_value = scale
+    coord = nodes.new("ShaderNodeTexCoord")
+    links.new(coord.outputs["Object"], tex.inputs["Vector"])
+    ramp = nodes.new("ShaderNodeValToRGB")
+    ramp.color_ramp.elements[0].color, ramp.color_ramp.elements[1].color = colours
+    links.new(tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs[0], ramp.inputs["Fac"])
+    links.new(ramp.outputs["Color"], nodes["Principled BSDF"].inputs["Base Color"])
+
+
+def random_material(rng: np.random.Generator, name: str):
+    """Principled BSDF with a random colour, roughness and metalness; half the time a procedural texture."""
+    mat, bsdf = new_material(name)
     bsdf.inputs["Roughness"].default_value = rng.uniform(0.2, 0.9)
     bsdf.inputs["Metallic"].default_value = 1.0 if rng.random() < 0.15 else 0.0
     if rng.random() < 0.5:
         kind = rng.choice(["ShaderNodeTexNoise", "ShaderNodeTexVoronoi", "ShaderNodeTexChecker",
                            "ShaderNodeTexWave", "ShaderNodeTexMagic", "ShaderNodeTexBrick"])
-        tex = nodes.new(kind)
-        tex.inputs["Scale"].default_value = rng.uniform(2.0, 12.0)
-        coord = nodes.new("ShaderNodeTexCoord")
-        links.new(coord.outputs["Object"], tex.inputs["Vector"])
-        ramp = nodes.new("ShaderNodeValToRGB")
-        ramp.color_ramp.elements[0].color = _random_colour(rng)
-        ramp.color_ramp.elements[1].color = _random_colour(rng)
-        links.new(tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs[0], ramp.inputs["Fac"])
-        links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+        texture_base_color(mat, str(kind), rng.uniform(2.0, 12.0), (_random_colour(rng), _random_colour(rng)))
     else:
         bsdf.inputs["Base Color"].default_value = _random_colour(rng)
     return mat
@@ -252,106 +263,52 @@ def build_object_scene(rng: np.random.Generator, assets: list[Path], log: list[s
     return {"mode": "object", "parts": [p.label for p in parts]}
 
 
-def _add_box(name: str, centre, size, material, rotation_z: float = 0.0):
+def surface_material(rng: np.random.Generator, name: str, surface: str):
+    """A material for one of the layouts' surface groups: walls, floors, ground and buildings are
+    mostly textured (bricks, tiles, planks, noise) at a metric scale; objects as `random_material`."""
+    if surface == "object" or rng.random() < 0.2:
+        return random_material(rng, name)
+    mat, bsdf = new_material(name)
+    bsdf.inputs["Roughness"].default_value = rng.uniform(0.4, 0.95)
+    pattern = str(rng.choice(["bricks", "tiles", "planks", "noise"]))
+    kind, scale = {"bricks": ("ShaderNodeTexBrick", (0.5, 2.0)), "tiles": ("ShaderNodeTexChecker", (1.0, 4.0)),
+                   "planks": ("ShaderNodeTexWave", (0.5, 2.0)), "noise": ("ShaderNodeTexNoise", (0.5, 4.0))}[pattern]
+    per_metre = rng.uniform(*scale)  # the layouts' meshes are in metres
+    base = np.array(_random_colour(rng))
+    other = np.r_[np.clip(base[:3] * rng.uniform(0.5, 1.5), 0, 1), 1.0]
+    texture_base_color(mat, kind, per_metre, (tuple(base), tuple(other)))
+    return mat
+
+
+def build_layout_scene(rng: np.random.Generator) -> tuple[dict, tuple[np.ndarray, np.ndarray, float]]:
+    """The shared recipe's scene (core/data/layouts.py: a room or a street), one material per surface
+    group and per assembly, and lights: indoors ambient + sun + a ceiling lamp, outdoors a sky and a
+    strong sun. Returns metadata and the layout's camera (position, direction, FOV)."""
     import bpy
 
-    bpy.ops.mesh.primitive_cube_add(size=1.0, location=tuple(centre))
-    obj = bpy.context.active_object
-    obj.name = name
-    obj.scale = tuple(size)
-    obj.rotation_euler[2] = rotation_z
-    obj.data.materials.append(material)
-    return obj
-
-
-def build_room_scene(rng: np.random.Generator, log: list[str]) -> dict:
-    """A room (floor, ceiling, thick walls with door/window openings) with furniture-like objects.
-
-    The room spans x ∈ [0, W], y ∈ [0, D], z ∈ [0, height]. Returns metadata with the room size
-    and the furniture footprints (for the camera placement).
-    """
-    import bpy
-
-    W, D, Hr = rng.uniform(3.0, 7.0), rng.uniform(3.0, 7.0), rng.uniform(2.4, 3.4)
-    t = rng.uniform(0.08, 0.2)
-    wall_mat, floor_mat = random_material(rng, "wall"), random_material(rng, "floor")
-    _add_box("floor", (W / 2, D / 2, -t / 2), (W + 2 * t, D + 2 * t, t), floor_mat)
-    if rng.random() < 0.8:
-        _add_box("ceiling", (W / 2, D / 2, Hr + t / 2), (W + 2 * t, D + 2 * t, t), wall_mat)
-    walls = [
-        _add_box("wall_s", (W / 2, -t / 2, Hr / 2), (W + 2 * t, t, Hr), wall_mat),
-        _add_box("wall_n", (W / 2, D + t / 2, Hr / 2), (W + 2 * t, t, Hr), wall_mat),
-        _add_box("wall_w", (-t / 2, D / 2, Hr / 2), (t, D, Hr), wall_mat),
-        _add_box("wall_e", (W + t / 2, D / 2, Hr / 2), (t, D, Hr), wall_mat),
-    ]
-    openings = 0
-    for wall in walls:
-        if rng.random() < 0.5:
-            along_x = wall.name in ("wall_s", "wall_n")
-            length = W if along_x else D
-            door = rng.random() < 0.4
-            w, h = (rng.uniform(0.8, 1.2), rng.uniform(1.9, 2.2)) if door else (rng.uniform(0.6, 2.0), rng.uniform(0.6, 1.4))
-            z = h / 2 if door else rng.uniform(0.9, Hr - 0.3 - h / 2)
-            c = rng.uniform(w / 2 + 0.2, max(length - w / 2 - 0.2, w / 2 + 0.21))
-            centre = (c, wall.location.y, z) if along_x else (wall.location.x, c, z)
-            size = (w, 4 * t, h) if along_x else (4 * t, w, h)
-            cutter = _add_box("opening", centre, size, wall_mat)
-            cutter.hide_render, cutter.display_type = True, "WIRE"
-            cutter["wt_helper"] = True
-            mod = wall.modifiers.new("opening", "BOOLEAN")
-            mod.operation, mod.solver, mod.object = "DIFFERENCE", "EXACT", cutter
-            openings += 1
-    footprints = []
-    for i in range(int(rng.integers(3, 9))):
-        fw, fd = rng.uniform(0.3, 1.6), rng.uniform(0.3, 1.2)
-        x, y = rng.uniform(fw / 2 + 0.05, W - fw / 2 - 0.05), rng.uniform(fd / 2 + 0.05, D - fd / 2 - 0.05)
-        rot = rng.uniform(0, 2 * math.pi)
-        mat = random_material(rng, f"furniture{i}")
-        kind = rng.choice(["table", "cabinet", "shelf", "round", "blob"])
-        footprints.append((x, y, 0.5 * math.hypot(fw, fd)))
-        if kind == "table":
-            h = rng.uniform(0.4, 1.0)
-            _add_box(f"top{i}", (x, y, h - 0.02), (fw, fd, 0.04), mat, rot)
-            c, s = math.cos(rot), math.sin(rot)
-            for sx in (-1, 1):
-                for sy in (-1, 1):
-                    dx, dy = sx * (fw / 2 - 0.05), sy * (fd / 2 - 0.05)
-                    _add_box(f"leg{i}", (x + c * dx - s * dy, y + s * dx + c * dy, (h - 0.04) / 2), (0.05, 0.05, h - 0.04), mat, rot)
-        elif kind == "cabinet":
-            h = rng.uniform(0.5, 2.0)
-            _add_box(f"cabinet{i}", (x, y, h / 2), (fw, fd, h), mat, rot)
-        elif kind == "shelf":
-            h = rng.uniform(1.0, 2.0)
-            for k in range(int(rng.integers(2, 5))):
-                _add_box(f"board{i}", (x, y, k * h / 4 + 0.02), (fw, fd * 0.5, 0.03), mat, rot)
-            _add_box(f"side{i}", (x, y, h / 2), (fw, 0.03, h), mat, rot)
-        else:
-            v, f = FAMILIES[str(rng.choice(TRAIN_FAMILIES))](rng)  # clutter: a recipe shape on the floor
-            r = rng.uniform(0.2, 0.5)
-            v = (v - 0.5 * (v.min(0) + v.max(0))) * (2 * r / np.ptp(v, axis=0).max())
-            add_mesh(f"clutter{i}", v + np.array([x, y, -v[:, 2].min()]), f, mat)
-            footprints[-1] = (x, y, r)
-    add_lights(rng, np.array([W / 2, D / 2, Hr * 0.8]), 1.0)
-    light = bpy.data.objects.new("room_light", bpy.data.lights.new("room_light", "POINT"))
-    light.data.energy = rng.uniform(40, 150) * W * D / 16
-    light.data.shadow_soft_size = rng.uniform(0.1, 0.5)
-    light.location = (rng.uniform(0.5, W - 0.5), rng.uniform(0.5, D - 0.5), Hr - 0.3)
-    bpy.context.scene.collection.objects.link(light)
-    return {"mode": "scene", "room": [W, D, Hr], "openings": openings, "footprints": footprints}
-
-
-def place_room_camera(rng: np.random.Generator, meta: dict) -> tuple[np.ndarray, np.ndarray, float]:
-    """Camera inside the room, clear of furniture footprints, looking roughly horizontally; FOV 45–80°."""
-    W, D, Hr = meta["room"]
-    for _ in range(50):
-        x, y = rng.uniform(0.5, W - 0.5), rng.uniform(0.5, D - 0.5)
-        if all(math.hypot(x - fx, y - fy) > r + 0.3 for fx, fy, r in meta["footprints"]):
-            break
-    z = rng.uniform(1.0, min(1.9, Hr - 0.3))
-    yaw = math.atan2(D / 2 - y, W / 2 - x) + rng.uniform(-1.0, 1.0)  # roughly toward the room's middle
-    pitch = rng.uniform(-0.45, 0.1)
-    direction = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), math.sin(pitch)])
-    return np.array([x, y, z]), direction, math.radians(rng.uniform(45.0, 80.0))
+    layout = scene_layout(rng)
+    materials: dict[tuple[str, int], object] = {}
+    for i, piece in enumerate(layout.pieces):
+        key = (piece.surface, piece.group if piece.surface == "object" else 0)
+        if key not in materials:
+            materials[key] = surface_material(rng, f"{key[0]}{key[1]}", key[0])
+        add_mesh(f"{piece.name}.{i}", *piece.mesh, materials[key], smooth=piece.smooth)
+    x, y, z = layout.camera[0]
+    add_lights(rng, np.array([x, y, z + 1.0]), 1.0)
+    world = bpy.context.scene.world.node_tree.nodes["Background"]
+    if layout.lamp is not None:
+        lamp = bpy.data.objects.new("lamp", bpy.data.lights.new("lamp", "POINT"))
+        W, D, _ = layout.meta["room"]
+        lamp.data.energy = rng.uniform(40, 150) * W * D / 16
+        lamp.data.shadow_soft_size = rng.uniform(0.1, 0.5)
+        lamp.location = layout.lamp.tolist()
+        bpy.context.scene.collection.objects.link(lamp)
+    else:  # daylight: a bright sky behind everything, a stronger sun
+        blue = rng.uniform(0.0, 1.0)
+        world.inputs["Color"].default_value = (0.55 + 0.35 * (1 - blue), 0.65 + 0.25 * (1 - blue), 0.9, 1.0)
+        world.inputs["Strength"].default_value = rng.uniform(0.4, 1.0)
+        bpy.data.objects["sun"].data.energy = rng.uniform(2.0, 4.5)
+    return {"mode": "scene", "kind": layout.kind, **layout.meta}, layout.camera
 
 
 def add_camera(position: np.ndarray, direction: np.ndarray, fov: float, roll: float = 0.0):

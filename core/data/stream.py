@@ -1,10 +1,12 @@
 """Ground truth made on the fly in torch (CPU or CUDA), no Blender and no disk: for training at scale.
 
 Scenes follow the shared recipe (core/data/recipe.py: the same shape families, placement and
-cameras as the Blender engine), optionally mixed with a bank of meshes exported once from
-Blender (`python -m core bank`), traced with the multi-hit tracer (core/geometry/raytrace.py) and
-shaded with a sun (cast shadows through the same tracer), specular highlights, ambient light and
-random albedo with procedural textures. `SceneStream.batch` returns what `ShardReader.batch` does.
+cameras as the Blender engine; in scene mode core/data/layouts.py: the same rooms and streets),
+optionally mixed with a bank of meshes exported once from Blender (`python -m core bank`), traced
+with the multi-hit tracer (core/geometry/raytrace.py) and shaded with a sun (cast shadows through
+the same tracer), a room's lamp, specular highlights, ambient light and random albedo with
+procedural textures; scenes show a sky where no surface is. `SceneStream.batch` returns what
+`ShardReader.batch` does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from ..geometry.points import pixel_rays, ray_distance_to_points
 from ..geometry.raytrace import occluded_along, trace_camera
+from .layouts import Camera, scene_layout
 from .recipe import FAMILIES, TRAIN_FAMILIES, assemble, draw_parts, look_rotation, object_camera
 from .recipe import Mesh as RecipeMesh
 from .shards import BACKGROUND
@@ -47,6 +50,12 @@ def smooth_normals(points: torch.Tensor, verts: torch.Tensor, tri_faces: torch.T
     return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def merged(meshes: list[RecipeMesh]) -> RecipeMesh:
+    """One mesh (vertices (V, 3), faces (F, 3)) of several, faces renumbered."""
+    offsets = np.cumsum([0] + [len(v) for v, _ in meshes])
+    return np.concatenate([v for v, _ in meshes]), np.concatenate([f + o for (_, f), o in zip(meshes, offsets[:-1], strict=True)])
+
+
 # ----------------------------------------------------------------------------------------------
 # Scenes, cameras, shading
 # ----------------------------------------------------------------------------------------------
@@ -59,8 +68,11 @@ class StreamConfig:
     families: tuple[str, ...] = TRAIN_FAMILIES  # shape families of core/data/recipe.py drawn from
     mesh_reuse: int = 4  # scenes a meshed shape appears in, on average (new pose, scale, camera and colours each time)
     device: str = "cpu"
+    mode: str = "object"  # "object" (recipe parts on a background) or "scene" (rooms and streets under a sky)
 
     def __post_init__(self) -> None:
+        if self.mode not in ("object", "scene"):
+            raise ValueError(f"mode must be 'object' or 'scene', got {self.mode!r}")
         unknown = set(self.families) - set(FAMILIES)
         if unknown or not self.families:
             raise ValueError(f"unknown shape families {sorted(unknown)}; choose from {sorted(FAMILIES)}")
@@ -76,7 +88,7 @@ def load_bank(path: str | Path) -> list[RecipeMesh]:
 
 
 class SceneStream:
-    """Random object scenes of the shared recipe, traced and shaded on the fly; `batch(B)` → the training batch dict."""
+    """Random scenes of the shared recipe, traced and shaded on the fly; `batch(B)` → the training batch dict."""
 
     def __init__(self, cfg: StreamConfig, seed: int = 0):
         self.cfg = cfg
@@ -88,7 +100,7 @@ class SceneStream:
     def shape(self, family: str) -> RecipeMesh:
         """A mesh of `family`: a fresh one with probability 1/mesh_reuse (or while the family's pool of
         POOL_SIZE is filling), otherwise one of the pool's — meshing costs far more than tracing."""
-        pool, rng = self.pool[family], self.rng
+        pool, rng = self.pool.setdefault(family, []), self.rng
         if len(pool) < POOL_SIZE or rng.random() < 1 / self.cfg.mesh_reuse:
             mesh = FAMILIES[family](rng)
             if len(pool) < POOL_SIZE:
@@ -98,41 +110,48 @@ class SceneStream:
             return mesh
         return pool[int(rng.integers(POOL_SIZE))]
 
-    def random_scene(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """World-space vertices [V, 3], faces [F, 3] and per-face part id [F] of one recipe scene
-        (bank meshes stand in for the recipe's assets); empty when every part was degenerate."""
+    def random_scene(self) -> tuple[list[RecipeMesh], Camera, np.ndarray | None]:
+        """World-space meshes of one recipe scene (bank meshes stand in for the recipe's assets; one
+        mesh per material: a surface group or an assembly), its camera, and a room's lamp (or None)."""
+        if self.cfg.mode == "scene":
+            layout = scene_layout(self.rng, shape=self.shape)
+            groups: dict[tuple[str, int], list[RecipeMesh]] = {}
+            for piece in layout.pieces:
+                groups.setdefault((piece.surface, piece.group), []).append(piece.mesh)
+            return [merged(meshes) for meshes in groups.values()], layout.camera, layout.lamp
         parts = draw_parts(self.rng, self.cfg.families, assets=len(self.bank), shape=self.shape)
         placed = assemble(parts, [p.mesh if p.mesh is not None else self.bank[p.asset] for p in parts])
-        offsets = np.cumsum([0] + [len(v) for v, _ in placed])
-        verts = torch.from_numpy(np.concatenate([v for v, _ in placed] or [np.zeros((0, 3))])).float()
-        faces = torch.from_numpy(np.concatenate([f + o for (_, f), o in zip(placed, offsets)] or [np.zeros((0, 3), np.int64)]))
-        owner = torch.cat([torch.full((len(f),), i) for i, (_, f) in enumerate(placed)] or [torch.zeros(0, dtype=torch.long)])
-        return verts, faces, owner
+        return placed, object_camera(self.rng), None
 
     def sample(self) -> dict[str, torch.Tensor]:
         """One traced and shaded scene: rgb [H, W, 3] float, alpha [H, W], distance [L, H, W], intrinsics [3, 3].
 
-        A scene the camera sees nothing of (possible when a thin part is seen edge-on) is redrawn."""
+        Objects have alpha 1 where they are hit; scenes are opaque (sky where nothing is hit). A scene
+        the camera sees nothing of (possible when a thin part is seen edge-on) is redrawn."""
         cfg, dev = self.cfg, self.device
         R = cfg.resolution
         for _ in range(MAX_REDRAWS):
-            verts, faces, owner = self.random_scene()
-            position, direction, fov = object_camera(self.rng)
-            if len(faces) == 0:
+            meshes, (position, direction, fov), lamp = self.random_scene()
+            if not meshes:
                 continue
+            verts, faces = merged(meshes)
+            owner = torch.cat([torch.full((len(f),), i) for i, (_, f) in enumerate(meshes)]).to(dev)
             rot = torch.from_numpy(look_rotation(direction)).float()
             f = 0.5 * R / math.tan(0.5 * fov)
             K = torch.tensor([[f, 0, R / 2], [0, f, R / 2], [0, 0, 1.0]], device=dev)
-            cam_verts = ((verts - torch.from_numpy(position).float()) @ rot.T).to(dev)
-            faces, owner = faces.to(dev), owner.to(dev)
-            distance, index = trace_camera(cam_verts, faces, K, R, R, cfg.layers)
+            cam_verts = ((torch.from_numpy(verts - position).float()) @ rot.T).to(dev)
+            faces_t = torch.from_numpy(faces).to(dev)
+            distance, index = trace_camera(cam_verts, faces_t, K, R, R, cfg.layers)
             if (index[0] >= 0).any():
-                rgb = self.shade(cam_verts, faces, owner, K, distance[0], index[0], rot.to(dev))
-                return {"rgb": rgb, "alpha": (index[0] >= 0).float(), "distance": distance, "intrinsics": K}
+                cam_lamp = None if lamp is None else (torch.from_numpy(lamp - position).float() @ rot.T).to(dev)
+                rgb = self.shade(cam_verts, faces_t, owner, K, distance[0], index[0], rot.to(dev), cam_lamp)
+                alpha = torch.ones(R, R, device=dev) if cfg.mode == "scene" else (index[0] >= 0).float()
+                return {"rgb": rgb, "alpha": alpha, "distance": distance, "intrinsics": K}
         raise RuntimeError(f"no visible scene in {MAX_REDRAWS} draws (families {self.cfg.families})")
 
-    def shade(self, verts, faces, owner, K, depth0, tri0, world_to_cam) -> torch.Tensor:
-        """Layer-0 colours [H, W, 3]: albedo × texture, ambient + sun (with cast shadows) + specular."""
+    def shade(self, verts, faces, owner, K, depth0, tri0, world_to_cam, lamp=None) -> torch.Tensor:
+        """Layer-0 colours [H, W, 3]: albedo × texture, ambient + sun (with cast shadows) + a lamp at
+        camera-space `lamp` [3] (unshadowed, when given) + specular; in scene mode a sky where nothing is hit."""
         rng, dev = self.rng, self.device
         H, W = depth0.shape
         hit = tri0 >= 0
@@ -158,7 +177,15 @@ class SceneStream:
         specular = (n * half).sum(-1).clamp_min(0)[:, None] ** rng.uniform(10, 80) * rng.uniform(0.0, 0.6)
         ambient, strength = rng.uniform(0.15, 0.45), rng.uniform(0.6, 1.1)
         colour = albedo * (ambient + strength * diffuse * lit) + specular * lit
+        if lamp is not None:
+            to_lamp = lamp - points
+            falloff = 1.0 / (1.0 + (to_lamp.norm(dim=-1, keepdim=True) / 3.0) ** 2)
+            lamp_light = (n * to_lamp).sum(-1, keepdim=True).clamp_min(0) / to_lamp.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            colour = colour + albedo * lamp_light * falloff * rng.uniform(0.4, 1.0)
         rgb = torch.zeros(H, W, 3, device=dev)
+        if self.cfg.mode == "scene":
+            blue = rng.uniform(0.0, 1.0)
+            rgb[:] = torch.tensor([0.55 + 0.35 * (1 - blue), 0.65 + 0.25 * (1 - blue), 0.9], device=dev)
         rgb[hit] = colour.clamp(0, 1) ** (1 / 2.2)
         return rgb
 

@@ -47,7 +47,7 @@ def traced_objects() -> list:
     """Mesh objects that render (boolean cutters and other helpers excluded)."""
     import bpy
 
-    return [o for o in bpy.context.scene.objects if o.type == "MESH" and not o.hide_render and not o.get("wt_helper")]
+    return [o for o in bpy.context.scene.objects if o.type == "MESH" and not o.hide_render]
 
 
 def evaluated_mesh(obj, depsgraph, triangles: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cuda, mps or cpu
     stream_fraction: float = 0.0  # share of every batch made on the fly by the torch stream (1: stream only)
     stream_bank: str | None = None  # mesh bank for the stream (`python -m core bank`)
+    stream_mode: str = "object"  # what the stream draws: "object" scenes, or "scene" (rooms and streets)
     compile: bool = False  # torch.compile the model (CUDA)
     init: str | None = None  # checkpoint to warm-start a new run from (fresh optimizer); its history is kept
     minutes: float = 0.0  # wall-time budget of this process: the LR decays by it and training stops there (0: none)
@@ -166,7 +167,10 @@ def training_batches(
     shards = data.batches(n_shards, seed=seed, num_layers=model_cfg.num_layers) if n_shards and data else None
     stream = (
         SceneStream(
-            StreamConfig(model_cfg.image_size, model_cfg.num_layers, cfg.stream_bank, device=str(device)), seed=seed
+            StreamConfig(
+                model_cfg.image_size, model_cfg.num_layers, cfg.stream_bank, device=str(device), mode=cfg.stream_mode
+            ),
+            seed=seed,
         )
         if n_stream
         else None
@@ -260,6 +264,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if not cfg.data and cfg.stream_fraction < 1:
         raise ValueError("no training data: give shard folders, or stream_fraction = 1 for the torch stream alone")
     data = ShardReader(cfg.data) if cfg.stream_fraction < 1 else None
+    if data is not None and cfg.stream_fraction > 0 and data.mode != cfg.stream_mode:
+        raise ValueError(f"the shards hold {data.mode} samples but the stream draws {cfg.stream_mode} ones")
     model_cfg = build_config(cfg.model, **cfg.model_overrides)
     if data is not None and (model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size,) * 2):
         raise ValueError(
