@@ -180,6 +180,26 @@ def write_sphere_shards(folder: Path, count: int, resolution: int = 32, seed: in
     return write_samples(folder, samples, "object", shard_size)
 
 
+def train_anchor_net(init: Path, data: Path, val: Path, out: Path, steps: int, eval_every: int):
+    """`train-surface` from `init` with the tests' small settings (width 8, batch 8); returns its config,
+    the trained model and its card, after checking that every weight `init` had came through unchanged."""
+    import torch
+
+    from core.model.loading import load_model
+    from core.train.surface import SurfaceTrainConfig, train_surface
+
+    cfg = SurfaceTrainConfig(
+        init=str(init), data=[str(data)], val=[str(val)], out=str(out),
+        width=8, steps=steps, batch_size=8, lr=3e-3, warmup=5, eval_every=eval_every, threads=1,
+    )  # fmt: skip
+    train_surface(cfg, log=lambda _: None)
+    model, _, card = load_model(cfg.out)
+    base, _, _ = load_model(init)
+    for name, tensor in base.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor)
+    return cfg, model, card
+
+
 def write_corner_shards(folder: Path, count: int, resolution: int = 32, seed: int = 0, shard_size: int = 4) -> Path:
     """Scene shards of a room's corner: a floor 1–2 below an eye-level camera and a back wall 3–8 ahead
     (depth from both planes, exact), each in its own random colour, shaded by distance."""

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, small_config, write_corner_shards
+from conftest import DATA, small_config, train_anchor_net, write_corner_shards
 from PIL import Image
 
 from core.assets import SHIPPED_CHECKPOINTS, default_checkpoint
@@ -25,7 +25,7 @@ from core.sampling import SampleConfig
 from core.train.baselines import scene_floors
 from core.train.evaluate import comparison_table, evaluate_model
 from core.train.metrics import aligned_depth_metrics
-from core.train.surface import SurfaceTrainConfig, surface_batch, surface_error, train_surface
+from core.train.surface import surface_batch, surface_error
 
 SCENE = SHIPPED_CHECKPOINTS["scene"]
 
@@ -102,16 +102,8 @@ def test_training_the_depth_net_learns_room_corners(scene_checkpoint, tmp_path):
     error well below a constant depth's, records the stretch, and the model then anchors."""
     data = write_corner_shards(tmp_path / "train", 32)
     val = write_corner_shards(tmp_path / "val", 8, seed=1)
-    cfg = SurfaceTrainConfig(
-        init=str(scene_checkpoint), data=[str(data)], val=[str(val)], out=str(tmp_path / "depth.safetensors"),
-        width=8, steps=80, batch_size=8, lr=3e-3, warmup=5, eval_every=40, threads=1,
-    )  # fmt: skip
-    train_surface(cfg, log=lambda _: None)
-    model, _, card = load_model(cfg.out)
-    base, _, _ = load_model(scene_checkpoint)
+    _, model, card = train_anchor_net(scene_checkpoint, data, val, tmp_path / "depth.safetensors", 80, 40)
     assert model.cfg.depth_width == 8 and model.depth is not None and model.surface is None
-    for name, tensor in base.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[name], tensor)
     (record,) = card.info["surface"]
     end = record["validation"][-1]
     assert end["abs_rel"] < 0.5 * end["constant depth"], record["validation"]

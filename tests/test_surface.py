@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import small_config, write_sphere_shards
+from conftest import small_config, train_anchor_net, write_sphere_shards
 
 from core.data.shards import ShardReader
 from core.geometry.points import PointNormalization, pixel_rays
@@ -16,7 +16,7 @@ from core.model.loading import load_model
 from core.model.surface import SurfaceNet
 from core.model.wtdit import WTDiT
 from core.sampling import SampleConfig
-from core.train.surface import SurfaceTrainConfig, aligned_front_error, surface_batch, surface_error, train_surface
+from core.train.surface import aligned_front_error, surface_batch, surface_error, train_surface
 
 
 def disc(size: int = 32) -> torch.Tensor:
@@ -72,16 +72,8 @@ def test_training_the_surface_learns_and_each_stretch_adds_to_the_last(random_ch
     second stretch starts from the first's SurfaceNet and appends its record."""
     data = write_sphere_shards(tmp_path / "train", 32)
     val = write_sphere_shards(tmp_path / "val", 8, seed=1)
-    first = SurfaceTrainConfig(
-        init=str(random_checkpoint), data=[str(data)], val=[str(val)], out=str(tmp_path / "a.safetensors"),
-        width=8, steps=60, batch_size=8, lr=3e-3, warmup=5, eval_every=30, threads=1,
-    )  # fmt: skip
-    train_surface(first, log=lambda _: None)
-    model, _, card = load_model(first.out)
-    base, _, _ = load_model(random_checkpoint)
+    first, model, card = train_anchor_net(random_checkpoint, data, val, tmp_path / "a.safetensors", 60, 30)
     assert model.cfg.surface_width == 8 and model.surface is not None
-    for name, tensor in base.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[name], tensor)
     (record,) = card.info["surface"]
     assert record["steps"] == 60 and record["validation"][0]["step"] == 0
     end = record["validation"][-1]

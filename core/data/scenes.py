@@ -295,7 +295,6 @@ def build_layout_scene(rng: np.random.Generator) -> tuple[dict, tuple[np.ndarray
         add_mesh(f"{piece.name}.{i}", *piece.mesh, materials[key], smooth=piece.smooth)
     x, y, z = layout.camera[0]
     add_lights(rng, np.array([x, y, z + 1.0]), 1.0)
-    world = bpy.context.scene.world.node_tree.nodes["Background"]
     if layout.lamp is not None:
         lamp = bpy.data.objects.new("lamp", bpy.data.lights.new("lamp", "POINT"))
         W, D, _ = layout.meta["room"]
@@ -304,6 +303,7 @@ def build_layout_scene(rng: np.random.Generator) -> tuple[dict, tuple[np.ndarray
         lamp.location = layout.lamp.tolist()
         bpy.context.scene.collection.objects.link(lamp)
     else:  # daylight: a bright sky behind everything, a stronger sun
+        world = bpy.context.scene.world.node_tree.nodes["Background"]
         blue = rng.uniform(0.0, 1.0)
         world.inputs["Color"].default_value = (0.55 + 0.35 * (1 - blue), 0.65 + 0.25 * (1 - blue), 0.9, 1.0)
         world.inputs["Strength"].default_value = rng.uniform(0.4, 1.0)
