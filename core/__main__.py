@@ -59,6 +59,37 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"figure: {args.figure}")
 
 
+def _eval_clip(args: argparse.Namespace) -> None:
+    import json
+
+    from .assets import default_checkpoint
+    from .inference import pick_device
+    from .model.loading import load_model
+    from .train.evaluate_clip import clip_figure, clip_table, eval_clips, evaluate_clips
+
+    device = pick_device(args.device)
+    model, normalization, card = load_model(args.checkpoint or default_checkpoint("dynamic"), device)
+    floor, floor_normalization, floor_card = load_model(args.floor or default_checkpoint("object"), device)
+    floor_cfg = floor_card.sample_config(steps=args.steps)
+    predictors = {
+        "model": (model, normalization, card.sample_config(steps=args.steps), True),
+        "per-frame": (floor, floor_normalization, floor_cfg, True),
+        "per-frame, seed per frame": (floor, floor_normalization, floor_cfg, False),
+    }
+    names = [f"model: {card.name}", f"per-frame: {floor_card.name}"]
+    layers = max(model.cfg.num_layers, floor.cfg.num_layers)
+    clips = eval_clips(args.clips, args.frames, args.seed, args.split, layers)
+    metrics = evaluate_clips(predictors, clips, args.seed)
+    print(f"{args.clips} clips of {args.frames} frames, {args.split} families, seed {args.seed}, {args.steps} steps")
+    print(clip_table(metrics, list(predictors)))
+    print("columns: " + "; ".join(names))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": vars(args) | {"func": None}, "metrics": metrics}, indent=1))
+    if args.figure:  # the first still clip and the first moving one
+        clip_figure(predictors, [clips[0][0], clips[-1][0]], args.figure, args.seed)
+        print(f"figure: {args.figure}")
+
+
 def _info(args: argparse.Namespace) -> None:
     from .model.cost import model_summary
     from .model.wtdit import CONFIGS, build_config
@@ -176,11 +207,11 @@ def _trace_clip(args: argparse.Namespace) -> None:
     from .model.loading import load_model
 
     frames = read_clip(args.image)
-    model, normalization, card = load_model(args.checkpoint or default_checkpoint(), pick_device(args.device))
+    model, normalization, card = load_model(args.checkpoint or default_checkpoint("dynamic"), pick_device(args.device))
     if card.mode != "dynamic":
         print(
-            f"{card.name} is a single-image model ({card.mode}); no dynamic model ships yet, so each frame is "
-            "traced on its own and scaled to agree with the one before (pass a temporal --checkpoint)"
+            f"{card.name} is a single-image model ({card.mode}): each frame is traced on its own and scaled to "
+            "agree with the one before"
         )
     cfg = card.sample_config(steps=args.steps, solver=args.solver)
     runs = len(frames) if card.mode != "dynamic" else len(window_starts(len(frames)))
@@ -332,6 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--anchor", type=anchor_time, metavar="T|off", help=ANCHOR_HELP)
     e.set_defaults(func=_eval)
+
+    c = sub.add_parser(
+        "eval-clip", help="dynamic mode on streamed clips: per-frame metrics and stability beside the per-frame floor"
+    )
+    c.add_argument("--checkpoint", help="the model measured (default: the shipped dynamic model)")
+    c.add_argument("--floor", help="single-image model of the per-frame floor (default: the shipped object model)")
+    c.add_argument("--clips", type=positive_int, default=16, help="clips drawn: half still, half moving")
+    c.add_argument("--frames", type=positive_int, default=4, help="frames per clip")
+    c.add_argument("--split", choices=["seen", "unseen"], default="unseen", help="training or held-out shape families")
+    c.add_argument(
+        "--seed", type=int, default=10**7, help="the clips' seed (training streams draw seed + step, far below)"
+    )
+    c.add_argument("--steps", type=int, default=20)
+    c.add_argument("--json", help="also write the metrics as JSON")
+    c.add_argument(
+        "--figure", help="also write a PNG of a still and a moving clip: depth per frame, model, floors, truth"
+    )
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=_eval_clip)
 
     s = sub.add_parser("solid", help="one watertight mesh (.ply or .obj) of the solid a trace encloses")
     s.add_argument("trace", help="a `trace` .npz (layers 2k and 2k+1 are where each ray enters and leaves)")

@@ -2,10 +2,10 @@
 
 A clip is a folder of images (sorted by name) or an animated image file (GIF, APNG, WebP, TIFF);
 video containers are decoded with PyAV when it is installed. A temporal model (the released r76
-layout, `temporal=True`) traces the clip in overlapping windows; each window is brought to the
-scale of the frames already traced by the least-squares scale on the overlapping frames' visible
-surface. A single-image model traces every frame on its own (the per-frame floor of DESIGN.md),
-each frame scaled to agree with the previous one. Axes: T frames, L layers, H×W pixels.
+layout, `temporal=True`; our shipped dynamic model) traces the clip in overlapping windows; each
+window is brought to the scale of the frames already traced by the least-squares scale on the
+overlapping frames' visible surface. A single-image model traces every frame on its own (the
+per-frame floor of DESIGN.md), each frame scaled to agree with the previous one. Axes: T frames, L layers, H×W pixels.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from .atomic import write_atomic
 from .geometry.edges import DEFAULT_STRENGTH
 from .geometry.points import PointNormalization, pixel_rays
-from .imageio import BACKGROUND, ImageError, prepare_image, read_image
+from .imageio import BACKGROUND, ImageError, foreground_mask, prepare_image, read_image, square_around_foreground
 from .inference import intrinsics_in_input, predict, to_input, trace_image
 from .layered import LayeredPointMap, write_npz
 from .model.wtdit import WTDiT
@@ -29,8 +29,8 @@ from .sampling import DEFAULT_SAMPLING, SampleConfig, SamplerStep
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-WINDOW = 8  # frames a temporal model sees at once
-OVERLAP = 2  # frames two neighbouring windows share (their scale is matched there)
+WINDOW = 4  # frames a temporal model sees at once (our dynamic model is trained on clips of 4)
+OVERLAP = 1  # frames two neighbouring windows share (their scale is matched there)
 
 
 @dataclass
@@ -115,6 +115,11 @@ def _decode_video(path: Path) -> list[np.ndarray]:
         raise ImageError(f"{path}: cannot decode this video ({e})") from None
 
 
+def clip_mode(frames: np.ndarray) -> str:
+    """How a clip (T, H, W, 4) is traced: "object" when its frames have transparency, else "scene"."""
+    return "object" if (frames[..., 3] < 255).any() else "scene"
+
+
 def scale_to(points: np.ndarray, valid: np.ndarray, reference: np.ndarray, reference_valid: np.ndarray) -> float:
     """Least-squares scale s minimising Σ‖s·p − q‖² over pixels valid in both (1 when none are).
 
@@ -146,8 +151,11 @@ def trace_clip(
     """Trace frames (T, H, W, 4) uint8 into one LayeredClip at their own H×W.
 
     A temporal model runs windows of `window` frames, `overlap` of them shared with the previous
-    window (window k uses seed + k); any other model traces each frame alone (frame k: seed + k), in
-    object mode when the frames have transparency, else on the whole frame. `on_step(frame, step)`
+    window (window k uses seed + k); any other model traces each frame alone, every frame with `seed`
+    (the same noise: a still clip stays still).
+    Frames with transparency are traced in object mode (a temporal model sees every frame in one
+    square around the clip's foreground, its visible layers anchored as in `trace_image`), others on
+    the whole frame. `on_step(frame, step)`
     follows the sampler (frame: the first frame of the window) and may raise TraceCancelled.
     """
     if not 0 <= overlap < window:
@@ -156,8 +164,19 @@ def trace_clip(
         return _per_frame(model, normalization, frames, cfg, seed, on_step, framing, edge_filter_strength)
     T, H, W = frames.shape[:3]
     L, S = model.cfg.num_layers, model.cfg.image_size
-    cfg = replace(cfg, anchor=None)
-    prepared = [prepare_image(f, S, "scene", BACKGROUND, framing or "letterbox") for f in frames]
+    mode = clip_mode(frames)
+    if mode == "object":  # one square around the foreground of every frame: one camera for the clip
+        masks = np.stack([foreground_mask(f, mode) for f in frames])
+        if not masks.any(axis=(1, 2)).all():
+            empty = int(np.argmin(masks.any(axis=(1, 2))))
+            raise ImageError(f"frame {empty + 1} of {T} has no foreground (it is fully transparent)")
+        square = square_around_foreground(masks.any(axis=0))
+        prepared = [prepare_image(f, S, mode, BACKGROUND, "crop", square) for f in frames]
+    else:
+        masks = np.ones((T, H, W), bool)
+        prepared = [prepare_image(f, S, mode, BACKGROUND, framing or "letterbox") for f in frames]
+        if model.depth is None:
+            cfg = replace(cfg, anchor=None)  # nothing to inflate in a full frame (as `trace_image`)
     box = prepared[0].box
     points = np.zeros((T, L, H, W, 3), np.float32)
     valid = np.zeros((T, L, H, W), bool)
@@ -187,7 +206,7 @@ def trace_clip(
             model_points[i], model_valid[i] = p[t], v[t]
             restored, restored_valid = to_input(
                 torch.from_numpy(p[t : t + 1]), torch.from_numpy(v[t : t + 1]), box, intrinsics,
-                np.ones((H, W), bool), edge_filter_strength,
+                masks[i], edge_filter_strength,
             )  # fmt: skip
             points[i], valid[i] = restored[0].numpy(), restored_valid[0].numpy()
     assert intrinsics is not None
@@ -204,14 +223,14 @@ def _per_frame(
     framing: str | None,
     edge_filter_strength: float,
 ) -> LayeredClip:
-    """Every frame traced on its own by a single-image model, each scaled to agree with the one before,
-    then put on the rays of one camera (the median of the frames' own)."""
-    mode = "object" if (frames[..., 3] < 255).any() else "scene"
+    """Every frame traced on its own by a single-image model from the same seed, each scaled to agree
+    with the one before, then put on the rays of one camera (the median of the frames' own)."""
+    mode = clip_mode(frames)
     traced: list[LayeredPointMap] = []
     for i, frame in enumerate(frames):
         hook = None if on_step is None else (lambda step, i=i: on_step(i, step))
         lpm = trace_image(
-            model, normalization, frame, mode, cfg, seed + i, on_step=hook,
+            model, normalization, frame, mode, cfg, seed, on_step=hook,
             framing=framing if mode == "scene" else None, edge_filter_strength=edge_filter_strength,
         )  # fmt: skip
         if traced:

@@ -157,11 +157,13 @@ def prepare_image(
     mode: str = "object",
     background: tuple[int, int, int] = BACKGROUND,
     framing: str = "crop",
+    square: tuple[int, int, int] | None = None,
 ) -> PreparedImage:
     """Composite the foreground on `background` and frame it in a size×size square (RGB bilinear,
     mask nearest). Framing: "crop" a square centred on the foreground (objects, as the released
-    object model), "letterbox" the whole image (padding is background), or "stretch" it (aspect not
-    kept, as the released scene model). Raises ImageError when nothing is foreground."""
+    object model; or the given `square` (top, left, side), e.g. one for all frames of a clip),
+    "letterbox" the whole image (padding is background), or "stretch" it (aspect not kept, as the
+    released scene model). Raises ImageError when nothing is foreground."""
     if mode not in ("object", "scene"):
         raise ValueError(f"mode must be 'object' or 'scene', got {mode!r}")
     if framing not in FRAMINGS:
@@ -183,7 +185,7 @@ def prepare_image(
         side = max(H, W)
         top, left, height, width = (H - side) // 2, (W - side) // 2, side, side
     else:
-        top, left, side = square_around_foreground(fg)
+        top, left, side = square or square_around_foreground(fg)
         height = width = side
     canvas = np.empty((height, width, 3), dtype=np.uint8)
     canvas[:] = background

@@ -56,13 +56,17 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def model_callable(model: WTDiT, foreground: torch.Tensor | None = None) -> Callable:
     """The model as the sampler calls it: bf16 autocast on CUDA, float32 elsewhere, no gradients;
-    `foreground` [B, H, W] goes to the model (our configs' silhouette prior and refinement use it)."""
+    `foreground` [B, H, W] goes to the model (our configs' silhouette prior and refinement use it).
+    The image tokens are computed on the first call and reused while the image stays the same."""
     device = next(model.parameters()).device
+    cache: dict[str, torch.Tensor] = {}
 
     def run(x: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         with torch.inference_mode(), autocast:
-            return model(x, t, image, foreground).float()
+            if cache.get("image") is not image:
+                cache["image"], cache["tokens"] = image, model.image_tokens(image)
+            return model(x, t, image, foreground, cache["tokens"]).float()
 
     return run
 
@@ -90,7 +94,7 @@ def predict(
     for a temporal model: image [B, T, 3, H, W], foreground [B, T, H, W]. Returns [B, T·L, ...]
     (frame-major). Sample k draws its noise from a generator seeded with seed + k on the model's
     device, so it does not depend on the batch it is in. `on_step` is called after every sampler step
-    and may raise TraceCancelled. With cfg.anchor set, the visible layer of a single image restarts
+    and may raise TraceCancelled. With cfg.anchor set, the visible layer of every image (or frame) restarts
     from the depth of the model's DepthNet (scene models) or the inflated foreground (shaped by its
     SurfaceNet, if any), placed like the model's first guess (`core/sampling.py`).
     """
@@ -106,16 +110,17 @@ def predict(
     unit = torch.ones(B, device=device)
 
     def anchor(x0: torch.Tensor) -> torch.Tensor:
-        """The visible layer's restart [B, H, W, 3], placed like the first guess x̂0: the model's
+        """The visible layers' restart [B, T, H, W, 3], placed like the first guess x̂0: the model's
         DepthNet's depth (scene models), else the inflated mask (bent by its SurfaceNet, if any)."""
-        reference = normalization.denormalize(x0[:, 0], unit)
+        reference = normalization.denormalize(x0[:, ::L], unit).flatten(0, 1)  # [B·T, H, W, 3]
+        masks, images = frames.flatten(0, 1), (image if clip else image[:, None]).flatten(0, 1).float()
         with torch.inference_mode():
             if model.depth is not None:
-                front = placed_depth(frames[:, 0], reference, model.depth(image.float(), frames[:, 0]))
+                front = placed_depth(masks, reference, model.depth(images, masks))
             else:
-                profile = None if model.surface is None else model.surface(image.float(), frames[:, 0])
-                front = placed_inflation(frames[:, 0], reference, profile)
-        return normalization.normalize(front, unit)
+                profile = None if model.surface is None else model.surface(images, masks)
+                front = placed_inflation(masks, reference, profile)
+        return normalization.normalize(front.unflatten(0, (B, T)), unit)
 
     x = noise
     steps = sample_steps(
@@ -125,7 +130,8 @@ def predict(
         cfg,
         valid=valid_in,
         generator=generator,
-        anchor=None if clip else anchor,
+        anchor=anchor,
+        frames=T,
     )
     for step in steps:
         x = step.x

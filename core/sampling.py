@@ -27,6 +27,7 @@ class SampleConfig:
     t_min: float = 0.05  # clamp of t in the velocity's denominator
     shift: float = 1.0  # time shift t' = s·t / (1 + (s - 1)·t); 1 = uniform grid
     frame_correlation: float = 0.0  # ρ of the initial noise across frames (a model's: ModelCard.sample_config)
+    fill_correlation: float = 0.0  # ρ across frames of the noise at invalid pixels (ours; the releases draw it iid)
     anchor: float | None = None  # layer 0 restarts from its anchor at this time (module docstring); None: off
 
     def __post_init__(self) -> None:
@@ -34,8 +35,9 @@ class SampleConfig:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.solver not in ("euler", "heun"):
             raise ValueError(f"solver must be 'euler' or 'heun', got {self.solver!r}")
-        if not 0.0 <= self.frame_correlation <= 1.0:
-            raise ValueError(f"frame_correlation must be in [0, 1], got {self.frame_correlation}")
+        for name in ("frame_correlation", "fill_correlation"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.anchor is not None and not 0.0 <= self.anchor < 1.0:
             raise ValueError(f"anchor must be a time in [0, 1), got {self.anchor}")
 
@@ -93,14 +95,26 @@ def initial_noise(
     return noise.reshape(batch, V, height, width, 3)
 
 
-def fill_noise(like: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+def fill_noise(
+    like: torch.Tensor, generator: Generators = None, frames: int = 1, correlation: float = 0.0
+) -> torch.Tensor:
     """Fresh N(0, 1) noise shaped like the state [B, V, H, W, 3], drawn channel-major as the
-    released sampler does (so seeded CPU runs reproduce its samples)."""
+    released sampler does (so seeded CPU runs reproduce its samples); with `correlation` ρ > 0 over
+    `frames` frames (V = frames·L, ours), one frame's draw shared by all mixed in as
+    √ρ·shared + √(1−ρ)·own, both drawn in plain order (a strided draw costs several times more)."""
     if isinstance(generator, Sequence):
-        return torch.cat([fill_noise(like[k : k + 1], g) for k, g in enumerate(generator)])
-    B = like.shape[0]
-    n = torch.empty(B, 3, like[0, ..., 0].numel(), device=like.device, dtype=like.dtype)
-    return n.transpose(1, 2).normal_(generator=generator).reshape(like.shape)
+        return torch.cat([fill_noise(like[k : k + 1], g, frames, correlation) for k, g in enumerate(generator)])
+    if correlation == 0.0 or frames == 1:
+        n = torch.empty(like.shape[0], 3, like[0, ..., 0].numel(), device=like.device, dtype=like.dtype)
+        return n.transpose(1, 2).normal_(generator=generator).reshape(like.shape)
+    frame = like[:, : like.shape[1] // frames]
+    shared = torch.randn(frame.shape, generator=generator, device=like.device, dtype=like.dtype).repeat(
+        1, frames, 1, 1, 1
+    )
+    if correlation == 1.0:
+        return shared
+    own = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    return correlation**0.5 * shared + (1 - correlation) ** 0.5 * own
 
 
 def sample_steps(
@@ -112,37 +126,45 @@ def sample_steps(
     generator: Generators = None,
     fill_draws: Sequence[torch.Tensor] | None = None,
     anchor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    frames: int = 1,
 ) -> Iterator[SamplerStep]:
     """Integrate the flow ODE, yielding after every step.
 
     image: as the model takes it; noise: [B, V, H, W, 3] initial state at t = 1.
     valid: optional [B, V, H, W] bool; at invalid pixels every model call sees fresh noise instead
-    of the state (drawn with `generator`, or taken in order from `fill_draws`).
+    of the state (drawn with `generator`, correlated across the state's `frames` frames by
+    cfg.fill_correlation, or taken in order from `fill_draws`).
     anchor: with cfg.anchor set, maps the first step's x̂0 [B, V, H, W, 3] to the clean guess of
-    view 0 [B, H, W, 3] that the visible layer restarts from (module docstring).
+    view 0 [B, H, W, 3] that the visible layer restarts from (module docstring); for a clip of T
+    frames, the guesses of every frame's visible layer [B, T, H, W, 3] (views 0, L, 2L, ...).
     """
     grid = time_grid(cfg.steps, cfg.shift)
     x = noise
     calls = 0
     t0 = cfg.anchor if anchor is not None else None
-    anchored = False  # view 0 restarted from its anchor: its time is min(t, t0) from then on
+    anchored = False  # the visible layers restarted from their anchor: their time is min(t, t0) from then on
+    layers = x.shape[1]  # L: views per frame (known once the anchor says how many frames there are)
 
     def times(t: float) -> torch.Tensor:
         """Per-view times [V] at grid time t."""
         tv = torch.full((x.shape[1],), t, dtype=torch.float32)
         if anchored and t0 is not None:
-            tv[0] = min(t, t0)
+            tv[::layers] = min(t, t0)
         return tv.to(x.device)
 
     def velocity(state: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal calls
         x_in = state
         if valid is not None:
-            fill = fill_draws[calls] if fill_draws is not None else fill_noise(state, generator)
+            fill = (
+                fill_draws[calls]
+                if fill_draws is not None
+                else fill_noise(state, generator, frames, cfg.fill_correlation)
+            )
             x_in = torch.where(valid[..., None], state, fill.to(state))
         calls += 1
         tv = times(t)
-        tt = tv.expand(state.shape[0], -1) if anchored else tv[:1].expand(state.shape[0])  # [B, V] or [B]
+        tt = tv[:layers].expand(state.shape[0], -1) if anchored else tv[:1].expand(state.shape[0])  # [B, L] or [B]
         x0 = model(x_in, tt, image).to(state.dtype)
         return (state - x0) / tv.clamp_min(cfg.t_min).to(state.dtype)[:, None, None, None], x0
 
@@ -155,9 +177,11 @@ def sample_steps(
             v2, _ = velocity(x_next, t_next)
             x_next = x - dt * 0.5 * (v + v2)
         if anchor is not None and t0 is not None and not anchored:
-            guess = anchor(x0).to(x.dtype)  # [B, H, W, 3]
+            guess = anchor(x0).to(x.dtype)  # [B, H, W, 3], or [B, T, H, W, 3] for a clip
+            guess = guess[:, None] if guess.dim() == 4 else guess
+            layers = x.shape[1] // guess.shape[1]
             x_next = x_next.clone()
-            x_next[:, 0] = (1 - t0) * guess + t0 * noise[:, 0]
+            x_next[:, ::layers] = (1 - t0) * guess + t0 * noise[:, ::layers]
             anchored = True
         x = x_next
         yield SamplerStep(i + 1, cfg.steps, t_next, x, x0)

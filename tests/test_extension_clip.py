@@ -87,3 +87,24 @@ def test_bad_clips_build_nothing_and_undo_removes_a_clip(bpy_ext, tmp_path):
     assert datablock_counts(bpy) != before
     bpy.ops.ed.undo()
     assert result_collection(bpy) is None and datablock_counts(bpy)["objects"] == before["objects"]
+
+
+def test_clip_mode_uses_the_shipped_dynamic_model_by_default(bpy_ext, tmp_path):
+    """With no checkpoint chosen in the preferences, Trace Clip runs the shipped temporal model: three
+    frames in one window, every frame's layer 0 inside its own square."""
+    bpy = bpy_ext
+    bpy.context.preferences.addons[MODULE].preferences.checkpoint = ""
+    settings = bpy.context.scene.world_tracing
+    settings.mode, settings.steps, settings.edge_filter, settings.output = "dynamic", 2, 0.0, "POINTS"
+    assert bpy.ops.world_tracing.trace_clip(filepath=str(frames_folder(tmp_path / "clip"))) == {"FINISHED"}
+    progress = sys.modules[f"{MODULE}.operators.state"].job.progress
+    assert progress.label == f"frames 1–{FRAMES} of {FRAMES}" and progress.step == progress.total == 2
+    collection = result_collection(bpy)
+    assert collection["wt_model"] == "wt-tiny-dynamic.safetensors" and collection["wt_frames"] == FRAMES
+    for frame in range(1, FRAMES + 1):
+        layer0 = [n for n in visible_geometry(bpy, collection, frame) if "L0" in n]
+        assert layer0, frame
+        pixels = np.empty(len(bpy.data.objects[layer0[0]].data.attributes["wt_pixel"].data), np.int32)
+        bpy.data.objects[layer0[0]].data.attributes["wt_pixel"].data.foreach_get("value", pixels)
+        cols = pixels % 64
+        assert cols.min() >= 8 + SHIFT * (frame - 1) - 1 and cols.max() <= 32 + SHIFT * (frame - 1)

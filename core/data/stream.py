@@ -6,7 +6,8 @@ optionally mixed with a bank of meshes exported once from Blender (`python -m co
 with the multi-hit tracer (core/geometry/raytrace.py) and shaded with a sun (cast shadows through
 the same tracer), a room's lamp, specular highlights, ambient light and random albedo with
 procedural textures; scenes show a sky where no surface is. `SceneStream.batch` returns what
-`ShardReader.batch` does.
+`ShardReader.batch` does; with `frames` > 1 it returns clips for dynamic mode: object scenes
+animated by core/data/motion.py, every frame traced (image [B, T, 3, H, W], points [B, T·L, H, W, 3]).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import torch
 from ..geometry.points import pixel_rays, ray_distance_to_points
 from ..geometry.raytrace import occluded_along, trace_camera
 from .layouts import Camera, scene_layout
+from .motion import camera_path, draw_motions, moved
 from .recipe import FAMILIES, TRAIN_FAMILIES, assemble, draw_parts, look_rotation, object_camera
 from .recipe import Mesh as RecipeMesh
 from .shards import BACKGROUND
 
 MAX_REDRAWS = 32  # scenes drawn for one sample before the stream gives up (none visible)
 POOL_SIZE = 16  # meshes kept per shape family for reuse
+CLIP_NOISE = 0.01  # std of the sensor noise added to every frame of a clip (frames of a still clip differ)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -37,28 +40,35 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def smooth_normals(points: torch.Tensor, verts: torch.Tensor, tri_faces: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-    """Vertex normals interpolated at `points` [N, 3] (barycentric on their triangles [N, 3] indices)."""
+def barycentric(points: torch.Tensor, verts: torch.Tensor, tri_faces: torch.Tensor) -> torch.Tensor:
+    """Barycentric weights [N, 3] of `points` [N, 3] on their triangles (tri_faces [N, 3] vertex indices)."""
     a, b, c = verts[tri_faces].unbind(1)
     v0, v1, v2 = b - a, c - a, points - a
     d00, d01, d11 = (v0 * v0).sum(-1), (v0 * v1).sum(-1), (v1 * v1).sum(-1)
     d20, d21 = (v2 * v0).sum(-1), (v2 * v1).sum(-1)
     denom = (d00 * d11 - d01 * d01).clamp_min(1e-20)
     w1, w2 = (d11 * d20 - d01 * d21) / denom, (d00 * d21 - d01 * d20) / denom
-    n = normals[tri_faces]  # [N, 3, 3]
-    n = (1 - w1 - w2)[:, None] * n[:, 0] + w1[:, None] * n[:, 1] + w2[:, None] * n[:, 2]
+    return torch.stack([1 - w1 - w2, w1, w2], -1)
+
+
+def smooth_normals(weights: torch.Tensor, tri_faces: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """Vertex normals [V, 3] interpolated with barycentric `weights` [N, 3] on triangles tri_faces [N, 3]."""
+    n = (weights[..., None] * normals[tri_faces]).sum(1)
     return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def merged(meshes: list[RecipeMesh]) -> RecipeMesh:
     """One mesh (vertices (V, 3), faces (F, 3)) of several, faces renumbered."""
     offsets = np.cumsum([0] + [len(v) for v, _ in meshes])
-    return np.concatenate([v for v, _ in meshes]), np.concatenate([f + o for (_, f), o in zip(meshes, offsets[:-1], strict=True)])
+    return np.concatenate([v for v, _ in meshes]), np.concatenate(
+        [f + o for (_, f), o in zip(meshes, offsets[:-1], strict=True)]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Scenes, cameras, shading
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class StreamConfig:
@@ -69,10 +79,14 @@ class StreamConfig:
     mesh_reuse: int = 4  # scenes a meshed shape appears in, on average (new pose, scale, camera and colours each time)
     device: str = "cpu"
     mode: str = "object"  # "object" (recipe parts on a background) or "scene" (rooms and streets under a sky)
+    frames: int = 1  # T: frames per sample; T > 1 draws animated object clips (dynamic mode)
+    motion: str | None = None  # clips: one kind of motion for all (core/data/motion.py), None: drawn per clip
 
     def __post_init__(self) -> None:
         if self.mode not in ("object", "scene"):
             raise ValueError(f"mode must be 'object' or 'scene', got {self.mode!r}")
+        if self.frames < 1 or (self.frames > 1 and self.mode != "object"):
+            raise ValueError(f"frames must be at least 1, and clips (frames > 1) are object scenes; got {self.frames}")
         unknown = set(self.families) - set(FAMILIES)
         if unknown or not self.families:
             raise ValueError(f"unknown shape families {sorted(unknown)}; choose from {sorted(FAMILIES)}")
@@ -84,7 +98,9 @@ def load_bank(path: str | Path) -> list[RecipeMesh]:
     """Meshes of a bank file: `vertices` (N, 3) float, `faces` (M, 3) int, `vertex_offsets`/`face_offsets` (K+1,)."""
     with np.load(path, allow_pickle=False) as f:
         v, fa, vo, fo = f["vertices"], f["faces"], f["vertex_offsets"], f["face_offsets"]
-    return [(v[vo[i] : vo[i + 1]].astype(np.float64), fa[fo[i] : fo[i + 1]].astype(np.int64)) for i in range(len(vo) - 1)]
+    return [
+        (v[vo[i] : vo[i + 1]].astype(np.float64), fa[fo[i] : fo[i + 1]].astype(np.int64)) for i in range(len(vo) - 1)
+    ]
 
 
 class SceneStream:
@@ -124,52 +140,102 @@ class SceneStream:
         return placed, object_camera(self.rng), None
 
     def sample(self) -> dict[str, torch.Tensor]:
-        """One traced and shaded scene: rgb [H, W, 3] float, alpha [H, W], distance [L, H, W], intrinsics [3, 3].
+        """One traced and shaded scene: rgb [H, W, 3] float, alpha [H, W], distance [L, H, W], intrinsics [3, 3];
+        with cfg.frames = T > 1 a clip (`sample_clip`): rgb [T, H, W, 3], alpha [T, H, W], distance [T, L, H, W].
 
         Objects have alpha 1 where they are hit; scenes are opaque (sky where nothing is hit). A scene
         the camera sees nothing of (possible when a thin part is seen edge-on) is redrawn."""
-        cfg, dev = self.cfg, self.device
-        R = cfg.resolution
+        if self.cfg.frames > 1:
+            return self.sample_clip()
         for _ in range(MAX_REDRAWS):
-            meshes, (position, direction, fov), lamp = self.random_scene()
-            if not meshes:
-                continue
-            verts, faces = merged(meshes)
-            owner = torch.cat([torch.full((len(f),), i) for i, (_, f) in enumerate(meshes)]).to(dev)
-            rot = torch.from_numpy(look_rotation(direction)).float()
-            f = 0.5 * R / math.tan(0.5 * fov)
-            K = torch.tensor([[f, 0, R / 2], [0, f, R / 2], [0, 0, 1.0]], device=dev)
-            cam_verts = ((torch.from_numpy(verts - position).float()) @ rot.T).to(dev)
-            faces_t = torch.from_numpy(faces).to(dev)
-            distance, index = trace_camera(cam_verts, faces_t, K, R, R, cfg.layers)
-            if (index[0] >= 0).any():
-                cam_lamp = None if lamp is None else (torch.from_numpy(lamp - position).float() @ rot.T).to(dev)
-                rgb = self.shade(cam_verts, faces_t, owner, K, distance[0], index[0], rot.to(dev), cam_lamp)
-                alpha = torch.ones(R, R, device=dev) if cfg.mode == "scene" else (index[0] >= 0).float()
-                return {"rgb": rgb, "alpha": alpha, "distance": distance, "intrinsics": K}
+            meshes, camera, lamp = self.random_scene()
+            if meshes and (frame := self.render(meshes, camera, lamp, self.rng)) is not None:
+                return frame
         raise RuntimeError(f"no visible scene in {MAX_REDRAWS} draws (families {self.cfg.families})")
 
-    def shade(self, verts, faces, owner, K, depth0, tri0, world_to_cam, lamp=None) -> torch.Tensor:
+    def sample_clip(self) -> dict[str, torch.Tensor]:
+        """An object scene animated over cfg.frames frames (`core/data/motion.py`), every frame traced
+        and shaded with the same materials and sun, plus a little sensor noise (CLIP_NOISE) per frame;
+        redrawn when a frame shows nothing."""
+        T = self.cfg.frames
+        for _ in range(MAX_REDRAWS):
+            meshes, camera, _ = self.random_scene()
+            if not meshes:
+                continue
+            motions = draw_motions(self.rng, meshes, self.cfg.motion)
+            path = camera_path(self.rng, camera, T, still=motions[0].kind == "static")
+            shading_seed = int(self.rng.integers(2**31))
+            frames = []
+            for t in range(T):
+                posed = [moved(mesh, motion, t) for mesh, motion in zip(meshes, motions, strict=True)]
+                frame = self.render(posed, path[t], None, np.random.default_rng(shading_seed), rest=merged(meshes)[0])
+                if frame is None:
+                    break
+                frames.append(frame)
+            if len(frames) == T:
+                clip = {k: torch.stack([f[k] for f in frames]) for k in ("rgb", "alpha", "distance")}
+                noise = torch.from_numpy(self.rng.normal(0.0, CLIP_NOISE, clip["rgb"].shape)).float()
+                clip["rgb"] = (clip["rgb"] + noise.to(self.device)).clamp(0, 1)
+                return clip | {"intrinsics": frames[0]["intrinsics"]}
+        raise RuntimeError(f"no visible clip in {MAX_REDRAWS} draws (families {self.cfg.families})")
+
+    def render(
+        self,
+        meshes: list[RecipeMesh],
+        camera: Camera,
+        lamp: np.ndarray | None,
+        rng: np.random.Generator,
+        rest: np.ndarray | None = None,
+    ) -> dict[str, torch.Tensor] | None:
+        """`sample`'s dict for world-space meshes seen by `camera`, shaded with draws from `rng`
+        (None when nothing is hit); textures follow the vertices' `rest` positions (default: as given)."""
+        cfg, dev = self.cfg, self.device
+        R = cfg.resolution
+        position, direction, fov = camera
+        verts, faces = merged(meshes)
+        owner = torch.cat([torch.full((len(f),), i) for i, (_, f) in enumerate(meshes)]).to(dev)
+        rot = torch.from_numpy(look_rotation(direction)).float()
+        f = 0.5 * R / math.tan(0.5 * fov)
+        K = torch.tensor([[f, 0, R / 2], [0, f, R / 2], [0, 0, 1.0]], device=dev)
+        cam_verts = ((torch.from_numpy(verts - position).float()) @ rot.T).to(dev)
+        faces_t = torch.from_numpy(faces).to(dev)
+        distance, index = trace_camera(cam_verts, faces_t, K, R, R, cfg.layers)
+        if not (index[0] >= 0).any():
+            return None
+        cam_lamp = None if lamp is None else (torch.from_numpy(lamp - position).float() @ rot.T).to(dev)
+        rest_t = torch.from_numpy(verts if rest is None else rest).float().to(dev)
+        rgb = self.shade(cam_verts, faces_t, owner, K, distance[0], index[0], rot.to(dev), rng, rest_t, cam_lamp)
+        alpha = torch.ones(R, R, device=dev) if cfg.mode == "scene" else (index[0] >= 0).float()
+        return {"rgb": rgb, "alpha": alpha, "distance": distance, "intrinsics": K}
+
+    def shade(self, verts, faces, owner, K, depth0, tri0, world_to_cam, rng, rest, lamp=None) -> torch.Tensor:
         """Layer-0 colours [H, W, 3]: albedo × texture, ambient + sun (with cast shadows) + a lamp at
-        camera-space `lamp` [3] (unshadowed, when given) + specular; in scene mode a sky where nothing is hit."""
-        rng, dev = self.rng, self.device
+        camera-space `lamp` [3] (unshadowed, when given) + specular; in scene mode a sky where nothing is hit.
+        Random draws come from `rng`; the texture is a function of the hit's position on the vertices at
+        `rest` [V, 3] (world space), so it stays on a surface that moves."""
+        dev = self.device
         H, W = depth0.shape
         hit = tri0 >= 0
         rays = pixel_rays(K, H, W)
         points = ray_distance_to_points(depth0, rays)[hit]  # [N, 3] camera space
-        n = smooth_normals(points, verts, faces[tri0[hit]], vertex_normals(verts, faces))
+        tri = faces[tri0[hit]]  # [N, 3]
+        weights = barycentric(points, verts, tri)
+        n = smooth_normals(weights, tri, vertex_normals(verts, faces))
+        surface = (weights[..., None] * rest[tri]).sum(1)  # [N, 3] where each hit sits on the rest pose
         view = -points / points.norm(dim=-1, keepdim=True)
         n = torch.where(((n * view).sum(-1, keepdim=True) < 0), -n, n)  # face the viewer
         objects = int(owner.max()) + 1
         albedo = torch.from_numpy(rng.uniform(0.15, 0.95, (objects, 3))).float().to(dev)[owner[tri0[hit]]]
         freq = torch.from_numpy(rng.uniform(4, 14, (objects, 3))).float().to(dev)[owner[tri0[hit]]]
-        pattern = torch.sin((points @ world_to_cam) * freq).prod(-1)  # object-space stripes/checks
+        pattern = torch.sin(surface * freq).prod(-1)  # stripes/checks fixed on the surface
         if rng.random() < 0.5:
             second = torch.from_numpy(rng.uniform(0.15, 0.95, 3)).float().to(dev)
             albedo = torch.where((pattern > 0)[:, None], albedo, second)
         elevation, azimuth = rng.uniform(0.3, 1.4), rng.uniform(0, 2 * math.pi)
-        sun_world = torch.tensor([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
-        sun = (sun_world.to(dev) @ world_to_cam.T)
+        sun_world = torch.tensor(
+            [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
+        )
+        sun = sun_world.to(dev) @ world_to_cam.T
         lit = (~occluded_along(points, sun, verts, faces)).float()[:, None]
         diffuse = (n @ sun).clamp_min(0)[:, None]
         half = sun + view
@@ -180,7 +246,9 @@ class SceneStream:
         if lamp is not None:
             to_lamp = lamp - points
             falloff = 1.0 / (1.0 + (to_lamp.norm(dim=-1, keepdim=True) / 3.0) ** 2)
-            lamp_light = (n * to_lamp).sum(-1, keepdim=True).clamp_min(0) / to_lamp.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            lamp_light = (n * to_lamp).sum(-1, keepdim=True).clamp_min(0) / to_lamp.norm(
+                dim=-1, keepdim=True
+            ).clamp_min(1e-6)
             colour = colour + albedo * lamp_light * falloff * rng.uniform(0.4, 1.0)
         rgb = torch.zeros(H, W, 3, device=dev)
         if self.cfg.mode == "scene":
@@ -190,15 +258,26 @@ class SceneStream:
         return rgb
 
     def batch(self, batch_size: int, num_layers: int | None = None) -> dict[str, torch.Tensor]:
-        """`batch_size` fresh samples as ShardReader.batch gives them (image composited on grey)."""
+        """`batch_size` fresh samples as ShardReader.batch gives them (image composited on grey); clips
+        (cfg.frames = T > 1) as image [B, T, 3, H, W], points [B, T·L, H, W, 3], valid [B, T·L, H, W]
+        (frame-major), foreground [B, T, H, W]."""
         L = num_layers or self.cfg.layers
+        T, R = self.cfg.frames, self.cfg.resolution
         samples = [self.sample() for _ in range(batch_size)]
-        rgb = torch.stack([s["rgb"] for s in samples])
-        alpha = torch.stack([s["alpha"] for s in samples])[..., None]
-        image = (rgb * alpha + BACKGROUND.to(rgb.device) * (1 - alpha)).permute(0, 3, 1, 2).contiguous()
-        distance = torch.stack([s["distance"][:L] for s in samples])
+        rgb = torch.stack([s["rgb"] for s in samples]).reshape(batch_size, T, R, R, 3)
+        alpha = torch.stack([s["alpha"] for s in samples]).reshape(batch_size, T, R, R, 1)
+        image = (rgb * alpha + BACKGROUND.to(rgb.device) * (1 - alpha)).permute(0, 1, 4, 2, 3).contiguous()
+        distance = torch.stack([s["distance"].reshape(T, -1, R, R)[:, :L] for s in samples]).flatten(1, 2)
         intrinsics = torch.stack([s["intrinsics"] for s in samples])
-        R = self.cfg.resolution
         points = ray_distance_to_points(distance, pixel_rays(intrinsics, R, R)[:, None])
         valid = distance > 0
-        return {"image": image, "points": points, "valid": valid, "foreground": valid[:, 0], "intrinsics": intrinsics}
+        if T == 1:
+            return {
+                "image": image[:, 0],
+                "points": points,
+                "valid": valid,
+                "foreground": valid[:, 0],
+                "intrinsics": intrinsics,
+            }
+        foreground = valid[:, ::L]  # [B, T, H, W]: layer 0 of every frame
+        return {"image": image, "points": points, "valid": valid, "foreground": foreground, "intrinsics": intrinsics}

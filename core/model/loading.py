@@ -38,6 +38,7 @@ class ModelCard:
     config: WTDiTConfig = field(repr=False, compare=False)
     scene_framing: str | None  # how scene mode frames an image (None: letterbox; the releases "stretch" it)
     frame_correlation: float  # ρ of the initial noise across frames its sampler draws (0: independent)
+    fill_correlation: float  # ρ across frames of the noise its sampler puts at invalid pixels
     anchor: float | None  # time its sampler restarts the visible layer from the silhouette (None: never)
     info: dict = field(default_factory=dict)  # ours: the file's info metadata (e.g. the training record)
 
@@ -49,8 +50,9 @@ class ModelCard:
 
     def sample_config(self, **settings: Any) -> SampleConfig:
         """The sampler settings for this model: `settings` (steps, solver, anchor, ...) over its frame
-        correlation and anchor."""
-        return SampleConfig(**{"frame_correlation": self.frame_correlation, "anchor": self.anchor, **settings})
+        correlations and anchor."""
+        own = {"frame_correlation": self.frame_correlation, "fill_correlation": self.fill_correlation}
+        return SampleConfig(**{**own, "anchor": self.anchor, **settings})
 
 
 def model_mode(cfg: WTDiTConfig, normalization: PointNormalization) -> str:
@@ -64,9 +66,9 @@ def make_card(
     cfg: WTDiTConfig, normalization: PointNormalization, name: str, release: str, info: dict | None = None
 ) -> ModelCard:
     """The card of a model; its sampler follows the release its weights come from (a converted
-    official file names it in its info). Object models trained here, and scene models with a DepthNet,
-    anchor the visible layer at the time their info names, else at DEFAULT_ANCHOR; the released models
-    never do."""
+    official file names it in its info). Object-unit models trained here (object and dynamic), and
+    scene models with a DepthNet, anchor the visible layer at the time their info names, else at
+    DEFAULT_ANCHOR; the released models never do."""
     info = info or {}
     mode = model_mode(cfg, normalization)
     own = release == "ours" and "release" not in info  # trained here, not a converted release
@@ -79,8 +81,11 @@ def make_card(
         parameters=count_parameters(cfg),
         config=cfg,
         scene_framing=None if release == "ours" else "stretch",
-        frame_correlation=release_frame_correlation(info.get("release", release), cfg),
-        anchor=info.get("anchor", DEFAULT_ANCHOR) if own and (mode == "object" or cfg.depth_width) else None,
+        frame_correlation=info.get("frame_correlation", release_frame_correlation(info.get("release", release), cfg)),
+        fill_correlation=info.get("frame_correlation", 0.0) if own else 0.0,
+        anchor=info.get("anchor", DEFAULT_ANCHOR)
+        if own and (normalization.mode == "zscore" or cfg.depth_width)
+        else None,
         info=info,
     )
 

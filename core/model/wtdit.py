@@ -397,8 +397,29 @@ class WTDiT(nn.Module):
             )
         return (points - points.new_tensor(OBJECT_MEAN)) / points.new_tensor(OBJECT_STD)
 
+    def image_tokens(self, image: torch.Tensor) -> torch.Tensor:
+        """The image half of the tokens [B, V, P, D/2] for image [B, 3, H, W] or [B, T, 3, H, W]: encoder
+        features + layer embedding, standardised per sample, scaled, projected. They depend on the image
+        alone, so a sampler computes them once (`forward`'s `image_tokens`)."""
+        if image.dim() == 4:
+            image = image[:, None]
+        B = image.shape[0]
+        feats = self.encoder(image.flatten(0, 1)).float()  # [B·T, P, D]
+        feats = (
+            rearrange(feats, "(b t) p d -> b t 1 p d", b=B) + self.film.layer_embed.weight[:, None]
+        )  # [B, T, L, P, D]
+        feats = rearrange(feats, "b t l p d -> b (t l) p d")  # [B, V, P, D]
+        mean = feats.mean(dim=(1, 2, 3), keepdim=True)
+        var = feats.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return self.image_proj(self.cfg.img_token_scale * (feats - mean) / torch.sqrt(var + 1e-6))
+
     def forward(
-        self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor, foreground: torch.Tensor | None = None
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        image: torch.Tensor,
+        foreground: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the clean sample.
 
@@ -407,6 +428,7 @@ class WTDiT(nn.Module):
         image: [B, 3, H, W] or [B, T, 3, H, W] RGB in [0, 1].
         foreground: [B, H, W] bool, needed by models with `silhouette_prior` (the refinement head uses it
         when given, else treats every pixel as foreground).
+        image_tokens: `self.image_tokens(image)`, when already computed.
         Returns x̂0 [B, V, H, W, 3].
         """
         cfg = self.cfg
@@ -417,16 +439,8 @@ class WTDiT(nn.Module):
         rows, cols = H // p, W // p
         if x_t.shape[1] != T * L or x_t.shape[2:] != (H, W, 3):
             raise ValueError(f"x_t {tuple(x_t.shape)} does not match {T} frame(s) × {L} layers of {H}×{W} images")
-
-        # Image tokens: encoder features + layer embedding, standardised per sample, scaled, projected.
-        feats = self.encoder(image.flatten(0, 1)).float()  # [B·T, P, D]
-        feats = (
-            rearrange(feats, "(b t) p d -> b t 1 p d", b=B) + self.film.layer_embed.weight[:, None]
-        )  # [B, T, L, P, D]
-        feats = rearrange(feats, "b t l p d -> b (t l) p d")  # [B, V, P, D]
-        mean = feats.mean(dim=(1, 2, 3), keepdim=True)
-        var = feats.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        image_tokens = self.image_proj(cfg.img_token_scale * (feats - mean) / torch.sqrt(var + 1e-6))  # [B, V, P, D/2]
+        if image_tokens is None:
+            image_tokens = self.image_tokens(image)  # [B, V, P, D/2]
 
         # Geometry tokens: [RGB patch ‖ noisy XYZ patch (‖ prior XYZ patch)].
         rgb = repeat(patchify(image.permute(0, 1, 3, 4, 2), p), "b t p c -> b (t l) p c", l=L)  # [B, V, P, p·p·3]

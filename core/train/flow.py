@@ -9,7 +9,10 @@ Anchored samples (ours, objects; `anchor_share`): the visible layer starts from 
 foreground placed like the truth (scale jittered by ANCHOR_JITTER) and noised to a time in
 [0, ANCHOR_MAX_T), as the anchored sampler (`core/sampling.py`) restarts it, so the network learns to
 correct that start toward the truth while the hidden layers come down from their own times.
-Axes: B batch, L layers, H×W pixels.
+Clips (dynamic mode) train the same way: the T frames of a clip share one time per layer and one
+normalisation scale, every frame's visible layer is anchored together, and the noise (the path's
+and the background's) is correlated across frames by `frame_correlation`, as the sampler draws it.
+Axes: B batch, T frames, L layers, V = T·L views (frame-major), H×W pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from ..geometry.points import PointNormalization, forward_fill_layers
 from ..geometry.silhouette import placed_inflation
+from ..sampling import SampleConfig, initial_noise
 
 SCHEDULES = ("mixed", "per_layer", "shared_mixture", "logit_normal", "mixed_uniform")
 UNIFORM_SHARE = 0.25  # mixed_uniform: share of samples whose layers all take one t ~ U(0, 1)
@@ -79,11 +83,17 @@ def sample_timesteps(
     return torch.where(pick_uniform, uniform, mixed)
 
 
-def training_target(points: torch.Tensor, valid: torch.Tensor, normalization: PointNormalization) -> torch.Tensor:
-    """Normalised, forward-filled targets x0 [B, L, H, W, 3] from camera-space points and validity."""
-    filled = forward_fill_layers(points, valid)  # [B, L, H, W, 3]
-    scale = normalization.scale(points[:, :1], valid[:, :1])  # [B]
-    return normalization.normalize(filled, scale) * valid[:, :1, ..., None]
+def training_target(
+    points: torch.Tensor, valid: torch.Tensor, normalization: PointNormalization, frames: int = 1
+) -> torch.Tensor:
+    """Normalised, forward-filled targets x0 [B, V, H, W, 3] from camera-space points and validity
+    [B, V, ...] of `frames` frames (V = frames·L); a clip's frames share one scale."""
+    B, V = valid.shape[:2]
+    by_frame = (B, frames, V // frames)
+    filled = forward_fill_layers(points.unflatten(1, by_frame[1:]), valid.unflatten(1, by_frame[1:])).flatten(1, 2)
+    first = slice(0, V, V // frames)  # layer 0 of every frame
+    scale = normalization.scale(points[:, first], valid[:, first])  # [B]
+    return normalization.normalize(filled, scale) * valid[:, first].repeat_interleave(V // frames, 1)[..., None]
 
 
 def solve_scale_z_shift(
@@ -151,23 +161,29 @@ def anchored_start(
     share: float,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_t, t) with the visible layer of a `share` of the samples restarted as the anchored sampler does.
+    """(x_t, t) with the visible layers of a `share` of the samples restarted as the anchored sampler does.
 
-    x_t, noise: [B, L, H, W, 3] network units; t: [B, L]; points, valid: the camera-space truth
-    [B, L, H, W, 3] / [B, L, H, W]. A chosen sample's layer 0 becomes (1 − t0)·prior + t0·noise with
-    t0 ~ U(0, ANCHOR_MAX_T), the prior being the inflated foreground placed like its true layer 0 with
-    its scale off by exp(N(0, ANCHOR_JITTER)).
+    x_t, noise: [B, V, H, W, 3] network units; t: [B, L]; points, valid: the camera-space truth
+    [B, V, H, W, 3] / [B, V, H, W] (V = T·L). A chosen sample's layer 0 (of every frame) becomes
+    (1 − t0)·prior + t0·noise with t0 ~ U(0, ANCHOR_MAX_T), the prior being the inflated foreground
+    placed like its true layer 0 with its scale off by exp(N(0, ANCHOR_JITTER)) (per frame).
     """
-    B, device = x_t.shape[0], x_t.device
+    B, V = x_t.shape[:2]
+    first, device = slice(0, V, t.shape[1]), x_t.device  # layer 0 of every frame
+    T = V // t.shape[1]
     with torch.no_grad():
-        jitter = torch.exp(ANCHOR_JITTER * torch.randn(B, generator=generator, device=device))
-        placed = placed_inflation(valid[:, 0], points[:, 0]) * jitter[:, None, None, None]
-        prior = normalization.normalize(placed, normalization.scale(points[:, :1], valid[:, :1]))
+        jitter = torch.exp(ANCHOR_JITTER * torch.randn(B * T, generator=generator, device=device))
+        placed = (
+            placed_inflation(valid[:, first].flatten(0, 1), points[:, first].flatten(0, 1))
+            * jitter[:, None, None, None]
+        )
+        scale = normalization.scale(points[:, first], valid[:, first])
+        prior = normalization.normalize(placed.unflatten(0, (B, T)), scale)  # [B, T, H, W, 3]
     t0 = ANCHOR_MAX_T * torch.rand(B, generator=generator, device=device)
     chosen = torch.rand(B, generator=generator, device=device) < share
     x_t, t = x_t.clone(), t.clone()
-    start = (1 - t0[:, None, None, None]) * prior + t0[:, None, None, None] * noise[:, 0]
-    x_t[:, 0] = torch.where(chosen[:, None, None, None], start, x_t[:, 0])
+    start = (1 - t0[:, None, None, None, None]) * prior + t0[:, None, None, None, None] * noise[:, first]
+    x_t[:, first] = torch.where(chosen[:, None, None, None, None], start, x_t[:, first])
     t[:, 0] = torch.where(chosen, t0, t[:, 0])
     return x_t, t
 
@@ -180,32 +196,47 @@ def flow_loss(
     generator: torch.Generator | None = None,
     loss: str = "absolute",
     anchor_share: float = 0.0,
+    frame_correlation: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One flow-matching loss evaluation.
 
-    batch: image [B, 3, H, W], points [B, L, H, W, 3], valid [B, L, H, W] (the model's L layers).
+    batch: image [B, 3, H, W], points [B, L, H, W, 3], valid [B, L, H, W] (the model's L layers); or a
+    clip batch: image [B, T, 3, H, W], points [B, T·L, H, W, 3], valid [B, T·L, H, W] (a temporal model).
     Background pixels (no layer-0 hit) are replaced by pure noise in the input and left out of the loss.
     loss: "absolute" or "aligned" endpoint error (module docstring).
     anchor_share: share of the samples whose visible layer starts from the placed inflation (module docstring).
+    frame_correlation: clips: ρ of the noise across frames (module docstring).
     Returns the scalar loss and float statistics for logging.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
     points, valid, image = batch["points"], batch["valid"], batch["image"]
-    B, L = valid.shape[:2]
+    B, V = valid.shape[:2]
+    T = image.shape[1] if image.dim() == 5 else 1
+    L = V // T
     device = points.device
-    x0 = training_target(points, valid, normalization)  # [B, L, H, W, 3]
+    x0 = training_target(points, valid, normalization, T)  # [B, V, H, W, 3]
     t = sample_timesteps(B, L, schedule, generator, device)  # [B, L]
-    noise = torch.randn(x0.shape, generator=generator, device=device)
-    tt = t[:, :, None, None, None]
+    H, W = x0.shape[2:4]
+
+    def draw() -> torch.Tensor:
+        if T == 1:
+            return torch.randn(x0.shape, generator=generator, device=device)
+        return initial_noise(B, T, L, H, W, SampleConfig(frame_correlation=frame_correlation), generator, device)
+
+    noise = draw()
+    tt = t.repeat(1, T)[:, :, None, None, None]  # [B, V, 1, 1, 1]: every frame's layers at their layer's time
     x_t = (1 - tt) * x0 + tt * noise
     if anchor_share > 0:
         x_t, t = anchored_start(x_t, t, noise, points, valid, normalization, anchor_share, generator)
-    fg = valid[:, :1, ..., None]  # [B, 1, H, W, 1]
-    x_t = torch.where(fg, x_t, torch.randn(x0.shape, generator=generator, device=device))
-    x0_hat = model(x_t, t, image, valid[:, 0]).float()  # [B, L, H, W, 3]
+    fg = valid[:, ::L].repeat_interleave(L, 1)[..., None]  # [B, V, H, W, 1]: each frame's layer-0 mask
+    x_t = torch.where(fg, x_t, draw())
+    x0_hat = model(x_t, t, image, valid[:, 0] if T == 1 else None).float()  # [B, V, H, W, 3]
 
-    mask = fg.float()
+    # From here on every frame is scored as an image of its own: [B·T, L, ...].
+    x0_hat, x0, fg = (a.unflatten(1, (T, L)).flatten(0, 1) for a in (x0_hat, x0, fg))
+    points, valid = points.unflatten(1, (T, L)).flatten(0, 1), valid.unflatten(1, (T, L)).flatten(0, 1)
+    mask = fg[:, :1].float()  # [B·T, 1, H, W, 1]
     count = mask.sum().clamp_min(1.0) * L
     endpoint = ((x0_hat - x0) ** 2 * mask).sum() / (count * 3)
     stats = {}
@@ -221,7 +252,7 @@ def flow_loss(
         endpoint_term = shape + ALIGNED_PLACEMENT * endpoint
     else:
         endpoint_term = endpoint
-    z = x0_hat[..., 2]  # [B, L, H, W]
+    z = x0_hat[..., 2]  # [B·T, L, H, W]
     order = (torch.relu(z[:, :-1] - z[:, 1:]) ** 2 * mask[:, :, ..., 0]).sum() / (
         mask.sum().clamp_min(1.0) * max(L - 1, 1)
     )

@@ -67,6 +67,8 @@ class TrainConfig:
     stream_fraction: float = 0.0  # share of every batch made on the fly by the torch stream (1: stream only)
     stream_bank: str | None = None  # mesh bank for the stream (`python -m core bank`)
     stream_mode: str = "object"  # what the stream draws: "object" scenes, or "scene" (rooms and streets)
+    stream_frames: int = 1  # frames per streamed sample: > 1 trains a temporal model on animated clips (dynamic mode)
+    frame_correlation: float = 0.0  # clips: ρ of the noise across frames (recorded; the model's sampler draws the same)
     compile: bool = False  # torch.compile the model (CUDA)
     init: str | None = None  # checkpoint to warm-start a new run from (fresh optimizer); its history is kept
     minutes: float = 0.0  # wall-time budget of this process: the LR decays by it and training stops there (0: none)
@@ -168,7 +170,12 @@ def training_batches(
     stream = (
         SceneStream(
             StreamConfig(
-                model_cfg.image_size, model_cfg.num_layers, cfg.stream_bank, device=str(device), mode=cfg.stream_mode
+                model_cfg.image_size,
+                model_cfg.num_layers,
+                cfg.stream_bank,
+                device=str(device),
+                mode=cfg.stream_mode,
+                frames=cfg.stream_frames,
             ),
             seed=seed,
         )
@@ -186,14 +193,19 @@ def warm_start(model: WTDiT, path: str, log: Callable[[str], object] = print) ->
 
     A wider geometry projection (the silhouette prior's input columns) keeps the old columns and
     starts the new ones at zero; a model that gains the silhouette prior gets its output layer zeroed,
-    so it starts exactly as the prior. Anything else that does not fit stays freshly initialised.
+    so it starts exactly as the prior; a model that gains temporal blocks gets their residual scales
+    zeroed, so it starts as the single-image model on every frame. Anything else that does not fit
+    stays freshly initialised.
     """
     from ..model.checkpoint import load_checkpoint, ours_metadata
 
     source, _, _ = load_checkpoint(path)
     old, kept, fresh = source.state_dict(), 0, []
+    gains_time = model.cfg.temporal and not source.cfg.temporal
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
+            if gains_time and name.startswith("temporal_blocks."):
+                continue  # fresh, reported once below
             w = old.get(name)
             if w is not None and w.shape == tensor.shape:
                 tensor.copy_(w)
@@ -207,6 +219,11 @@ def warm_start(model: WTDiT, path: str, log: Callable[[str], object] = print) ->
             model.head.out.weight.zero_()
             model.head.out.bias.zero_()
             fresh.append("head.out (zeroed: the model starts as the silhouette prior)")
+        if gains_time:
+            for name, param in model.named_parameters():
+                if name.startswith("temporal_blocks.") and name.endswith("gamma"):
+                    param.zero_()  # LayerScale: the block adds nothing
+            fresh.append("temporal blocks (residual scales zeroed: the model starts as the single-image one)")
     log(f"warm start from {path}: {kept} tensors copied; fresh: {', '.join(fresh) or 'none'}")
     info = json.loads((ours_metadata(path) or {}).get("info", "{}"))
     return [*info.pop("history", []), {"checkpoint": str(path), **info}]
@@ -267,6 +284,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if data is not None and cfg.stream_fraction > 0 and data.mode != cfg.stream_mode:
         raise ValueError(f"the shards hold {data.mode} samples but the stream draws {cfg.stream_mode} ones")
     model_cfg = build_config(cfg.model, **cfg.model_overrides)
+    if model_cfg.temporal != (cfg.stream_frames > 1) or (
+        cfg.stream_frames > 1 and (cfg.stream_fraction < 1 or cfg.val)
+    ):
+        raise ValueError(
+            "a temporal model trains on streamed clips alone and a single-image model on single images: give "
+            "temporal models --stream-frames > 1 --stream-fraction 1 and no --val (`python -m core eval-clip` "
+            f"measures them); got temporal={model_cfg.temporal}, stream_frames={cfg.stream_frames}"
+        )
     if data is not None and (model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size,) * 2):
         raise ValueError(
             f"the shards ({data.resolution}, {data.num_layers} layers) do not fit model {cfg.model} "
@@ -311,7 +336,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 group["lr"] = lr
             batch = next(batches)
             with autocast:
-                loss, stats = flow_loss(net, batch, normalization, cfg.schedule, generator, cfg.loss, cfg.anchor_share)
+                loss, stats = flow_loss(
+                    net,
+                    batch,
+                    normalization,
+                    cfg.schedule,
+                    generator,
+                    cfg.loss,
+                    cfg.anchor_share,
+                    cfg.frame_correlation,
+                )
             if not all_finite(loss, world):  # checked before stepping, on every rank
                 raise RuntimeError(
                     f"loss is not finite at step {step + 1} ({stats['loss']} here); lower --lr or check the data"
@@ -361,6 +395,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                         "step": step,
                         "train_config": asdict(cfg),
                         "samples_seen": step * cfg.batch_size * world,
+                        **({"frame_correlation": cfg.frame_correlation} if model_cfg.temporal else {}),
                         **run_record(cfg, device, world, data, run_s),
                         "history": history,
                     },  # fmt: skip
