@@ -143,7 +143,7 @@ def sample_steps(
     calls = 0
     t0 = cfg.anchor if anchor is not None else None
     anchored = False  # the visible layers restarted from their anchor: their time is min(t, t0) from then on
-    layers = x.shape[1]  # L: views per frame (known once the anchor says how many frames there are)
+    layers = x.shape[1] // frames  # L: views per frame
 
     def times(t: float) -> torch.Tensor:
         """Per-view times [V] at grid time t."""
@@ -179,7 +179,6 @@ def sample_steps(
         if anchor is not None and t0 is not None and not anchored:
             guess = anchor(x0).to(x.dtype)  # [B, H, W, 3], or [B, T, H, W, 3] for a clip
             guess = guess[:, None] if guess.dim() == 4 else guess
-            layers = x.shape[1] // guess.shape[1]
             x_next = x_next.clone()
             x_next[:, ::layers] = (1 - t0) * guess + t0 * noise[:, ::layers]
             anchored = True

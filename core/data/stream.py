@@ -165,10 +165,11 @@ class SceneStream:
             motions = draw_motions(self.rng, meshes, self.cfg.motion)
             path = camera_path(self.rng, camera, T, still=motions[0].kind == "static")
             shading_seed = int(self.rng.integers(2**31))
+            rest = merged(meshes)[0]  # where textures sit: the first frame's vertices
             frames = []
             for t in range(T):
                 posed = [moved(mesh, motion, t) for mesh, motion in zip(meshes, motions, strict=True)]
-                frame = self.render(posed, path[t], None, np.random.default_rng(shading_seed), rest=merged(meshes)[0])
+                frame = self.render(posed, path[t], None, np.random.default_rng(shading_seed), rest=rest)
                 if frame is None:
                     break
                 frames.append(frame)

@@ -88,9 +88,9 @@ def training_target(
 ) -> torch.Tensor:
     """Normalised, forward-filled targets x0 [B, V, H, W, 3] from camera-space points and validity
     [B, V, ...] of `frames` frames (V = frames·L); a clip's frames share one scale."""
-    B, V = valid.shape[:2]
-    by_frame = (B, frames, V // frames)
-    filled = forward_fill_layers(points.unflatten(1, by_frame[1:]), valid.unflatten(1, by_frame[1:])).flatten(1, 2)
+    V = valid.shape[1]
+    by_frame = (frames, V // frames)
+    filled = forward_fill_layers(points.unflatten(1, by_frame), valid.unflatten(1, by_frame)).flatten(1, 2)
     first = slice(0, V, V // frames)  # layer 0 of every frame
     scale = normalization.scale(points[:, first], valid[:, first])  # [B]
     return normalization.normalize(filled, scale) * valid[:, first].repeat_interleave(V // frames, 1)[..., None]
