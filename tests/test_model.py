@@ -10,9 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from core.geometry.points import PointNormalization
+from core.inference import model_callable, native_bf16
 from core.model.cost import count_parameters
 from core.model.encoder import EncoderConfig
 from core.model.loading import describe_model, make_card
+from core.model.modules import SHORT_SEQUENCE, attend
 from core.model.official import (
     infer_config,
     load_official,
@@ -207,3 +209,32 @@ def test_per_layer_times_equal_to_one_time_give_the_same_output():
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
     assert a.shape == x.shape
+
+
+@pytest.mark.parametrize("tokens", [4, SHORT_SEQUENCE, 2 * SHORT_SEQUENCE])
+def test_attention_on_short_sequences_matches_the_fused_kernel(tokens):
+    """`attend` (explicit weights for short sequences on the CPU, the fused kernel otherwise) gives the
+    fused kernel's output and gradients in float32."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(8, 2, tokens, 16, requires_grad=True) for _ in range(3))
+    ours = attend(q, k, v)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(ours, fused, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(ours)
+    ours_grads = torch.autograd.grad((ours * weights).sum(), (q, k, v))
+    fused_grads = torch.autograd.grad((fused * weights).sum(), (q, k, v))
+    for a, b in zip(ours_grads, fused_grads, strict=False):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_uses_bf16_exactly_where_the_device_runs_it_natively(reference):
+    """The sampler's model call runs in bf16 on CPUs with native bf16 (float32 elsewhere) and stays
+    within bf16 rounding of the float32 forward."""
+    name, model, _, io, image, shape = reference
+    x, t = io["input/psi_t"].reshape(shape), io["input/t"]
+    with torch.no_grad():
+        exact = model(x, t, image)
+    sampled = model_callable(model)(x, t, image)
+    error = (sampled - exact).abs().max() / exact.abs().max()
+    assert error < 5e-2
+    assert (error > 0) == native_bf16(torch.device("cpu"))
