@@ -65,7 +65,7 @@ def _eval_clip(args: argparse.Namespace) -> None:
     from .assets import default_checkpoint
     from .inference import pick_device
     from .model.loading import load_model
-    from .train.evaluate_clip import clip_figure, clip_table, eval_clips, evaluate_clips
+    from .train.evaluate_clip import clip_figure, clip_table, eval_clips, evaluate_clips, shard_clips
 
     device = pick_device(args.device)
     model, normalization, card = load_model(args.checkpoint or default_checkpoint("dynamic"), device)
@@ -78,9 +78,14 @@ def _eval_clip(args: argparse.Namespace) -> None:
     }
     names = [f"model: {card.name}", f"per-frame: {floor_card.name}"]
     layers = max(model.cfg.num_layers, floor.cfg.num_layers)
-    clips = eval_clips(args.clips, args.frames, args.seed, args.split, layers)
+    if args.data:
+        clips = shard_clips(args.data, args.clips, layers)
+        source = f"{len(clips)} clips of {clips[0][0]['foreground'].shape[1]} frames from {args.data}"
+    else:
+        clips = eval_clips(args.clips, args.frames, args.seed, args.split, layers)
+        source = f"{args.clips} clips of {args.frames} frames, {args.split} families, seed {args.seed}"
     metrics = evaluate_clips(predictors, clips, args.seed)
-    print(f"{args.clips} clips of {args.frames} frames, {args.split} families, seed {args.seed}, {args.steps} steps")
+    print(f"{source}, {args.steps} steps")
     print(clip_table(metrics, list(predictors)))
     print("columns: " + "; ".join(names))
     if args.json:
@@ -273,6 +278,7 @@ def _convert(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data.generate import GenerateConfig
+    from .data.motion import MOTIONS
     from .data.recipe import FAMILIES
     from .geometry.edges import BASE_REL_JUMP, DEFAULT_STRENGTH
     from .geometry.far_limit import DEFAULT_SCENE_FACTOR
@@ -289,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="render ground-truth shards in headless Blender")
-    add_options(g, GenerateConfig, choices={"mode": ("object", "scene"), "families": FAMILIES})
+    add_options(g, GenerateConfig, choices={"mode": ("object", "scene"), "families": FAMILIES, "motion": MOTIONS})
     g.add_argument("--preview", action="store_true", help="also write preview.png (RGB and per-layer depth)")
     g.set_defaults(func=_generate, parser=g)
 
@@ -371,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--floor", help="single-image model of the per-frame floor (default: the shipped object model)")
     c.add_argument("--clips", type=positive_int, default=16, help="clips drawn: half still, half moving")
     c.add_argument("--frames", type=positive_int, default=4, help="frames per clip")
+    c.add_argument("--data", help="clip shards rendered by Blender (`generate --frames T`) instead of streamed clips")
     c.add_argument("--split", choices=["seen", "unseen"], default="unseen", help="training or held-out shape families")
     c.add_argument(
         "--seed", type=int, default=10**7, help="the clips' seed (training streams draw seed + step, far below)"

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_atomic
+from .motion import MOTIONS
 from .recipe import FAMILIES, TRAIN_FAMILIES
 from .shards import shard_path, write_shard
 
@@ -36,6 +37,8 @@ class GenerateConfig:
     resolution: int = 128  # square image side in pixels
     mode: str = "object"  # "object" (transparent background) or "scene" (a room or a street, core/data/layouts.py)
     layers: int = 6  # ray crossings kept per pixel (at most 8)
+    frames: int = 1  # > 1: animated clips of this many frames (object mode, `core/data/motion.py`)
+    motion: str | None = None  # clips: every clip's kind of motion (default: drawn per clip)
     assets: str | None = None  # folder searched for .obj/.ply/.glb/.gltf/.blend meshes (object mode)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # Blender processes
     shard_size: int = 32  # samples per shard file
@@ -49,6 +52,10 @@ class GenerateConfig:
             raise ValueError(f"mode must be 'object' or 'scene', got {self.mode!r}")
         if not 1 <= self.layers <= 8:
             raise ValueError(f"layers must be between 1 and 8, got {self.layers}")
+        if self.frames < 1 or (self.frames > 1 and self.mode != "object"):
+            raise ValueError(f"frames must be 1, or more for object clips; got {self.frames} in {self.mode} mode")
+        if self.motion is not None and (self.frames == 1 or self.motion not in MOTIONS):
+            raise ValueError(f"motion {self.motion!r} needs clips (frames > 1) and one of {', '.join(MOTIONS)}")
         if self.count < 1 or self.resolution < 8 or self.workers < 1:
             raise ValueError("count and workers must be positive and resolution at least 8")
         if not 0 <= self.shard_index < self.num_shards:
@@ -63,9 +70,11 @@ class GenerateConfig:
 
 
 def make_sample(cfg: GenerateConfig, index: int, assets: list, threads: int, log_lines: list[str]) -> dict:
-    """Build, render and trace sample `index` in this process's Blender; redraw skipped scenes."""
+    """Build, render and trace sample `index` in this process's Blender; redraw skipped scenes.
+    A clip (cfg.frames > 1) stacks its frames' arrays on a frame axis after the sample axis, with one
+    intrinsics matrix (the lens does not change)."""
     from .recipe import object_camera
-    from .scenes import add_camera, build_layout_scene, build_object_scene, reset_scene
+    from .scenes import add_camera, build_layout_scene, build_object_scene, render_clip, reset_scene
     from .tracing import SkipSample, render_and_trace
 
     for attempt in range(MAX_ATTEMPTS):
@@ -74,19 +83,26 @@ def make_sample(cfg: GenerateConfig, index: int, assets: list, threads: int, log
             scene = cfg.mode == "scene"  # scenes show their sky; objects stand on a transparent background
             reset_scene(cfg.resolution, cfg.render_samples, threads, transparent=not scene, denoise=scene)
             if cfg.mode == "object":
-                meta = build_object_scene(rng, assets, log_lines, tuple(cfg.families))
-                position, direction, fov = object_camera(rng)
+                meta, objects = build_object_scene(rng, assets, log_lines, tuple(cfg.families))
+                camera = object_camera(rng)
             else:
-                meta, (position, direction, fov) = build_layout_scene(rng)
-            add_camera(position, direction, fov)
-            s = render_and_trace(cfg.layers, log_lines)
+                meta, camera = build_layout_scene(rng)
+            add_camera(*camera)
+            if cfg.frames == 1:
+                frames = [render_and_trace(cfg.layers, log_lines)]
+            else:
+                frames, motion = render_clip(rng, objects, camera, cfg.frames, cfg.layers, log_lines, cfg.motion)
+                meta = dict(meta, motion=motion)
         except SkipSample as e:
             log_lines.append(f"sample {index} attempt {attempt}: skipped, {e}")
             continue
-        return {
-            "rgb": s.rgba[..., :3], "alpha": s.rgba[..., 3], "distance": s.distance,
-            "intrinsics": s.intrinsics, "cam_to_world": s.cam_to_world, "index": np.int64(index),
-            "meta": dict(meta, attempt=attempt, fov_deg=float(np.degrees(fov))),
+        sample = {
+            "rgb": [s.rgba[..., :3] for s in frames], "alpha": [s.rgba[..., 3] for s in frames],
+            "distance": [s.distance for s in frames], "cam_to_world": [s.cam_to_world for s in frames],
+        }
+        return {k: np.stack(v) if cfg.frames > 1 else v[0] for k, v in sample.items()} | {
+            "intrinsics": frames[0].intrinsics, "index": np.int64(index),
+            "meta": dict(meta, attempt=attempt, fov_deg=float(np.degrees(camera[2]))),
         }
     raise RuntimeError(f"sample {index}: no valid scene in {MAX_ATTEMPTS} attempts")
 

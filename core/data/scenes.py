@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry.camera import SENSOR_MM, fov_to_focal
-from .layouts import scene_layout
+from .layouts import Camera, scene_layout
+from .motion import camera_path, draw_motions, moved
 from .recipe import TRAIN_FAMILIES, Mesh, assemble, draw_parts
-from .tracing import SkipSample, evaluated_mesh
+from .tracing import SkipSample, TracedSample, evaluated_mesh, render_and_trace
 
 ASSET_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".blend")
+REST_ATTRIBUTE = "rest"  # per-vertex position as first placed: the texture coordinates
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,13 +95,15 @@ def new_material(name: str):
 
 
 def texture_base_color(mat, kind: str, scale: float, colours: tuple) -> None:
-    """Drive the material's base colour by procedural texture `kind` (a node type) at `scale` in object
-    coordinates, mapped through a two-colour ramp."""
+    """Drive the material's base colour by procedural texture `kind` (a node type) at `scale` in rest
+    coordinates (REST_ATTRIBUTE: the vertices as placed, so a texture stays on a surface that moves),
+    mapped through a two-colour ramp."""
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     tex = nodes.new(kind)
     tex.inputs["Scale"].default_value = scale
-    coord = nodes.new("ShaderNodeTexCoord")
-    links.new(coord.outputs["Object"], tex.inputs["Vector"])
+    coord = nodes.new("ShaderNodeAttribute")
+    coord.attribute_name = REST_ATTRIBUTE
+    links.new(coord.outputs["Vector"], tex.inputs["Vector"])
     ramp = nodes.new("ShaderNodeValToRGB")
     ramp.color_ramp.elements[0].color, ramp.color_ramp.elements[1].color = colours
     links.new(tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs[0], ramp.inputs["Fac"])
@@ -164,12 +168,15 @@ def add_lights(rng: np.random.Generator, centre: np.ndarray, spread: float) -> N
 # ----------------------------------------------------------------------------------------------
 
 def add_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, material, smooth: bool = True):
-    """A mesh object from world-space vertices (V, 3) and triangles (F, 3), linked to the scene."""
+    """A mesh object from world-space vertices (V, 3) and triangles (F, 3), linked to the scene; its
+    vertices as placed are kept as REST_ATTRIBUTE, where textures sit."""
     import bpy
 
     mesh = bpy.data.meshes.new(name)
     mesh.from_pydata(vertices.tolist(), [], faces.tolist())
     mesh.validate()
+    rest = mesh.attributes.new(REST_ATTRIBUTE, "FLOAT_VECTOR", "POINT")
+    rest.data.foreach_set("vector", mesh_vertices(mesh).ravel())
     mesh.polygons.foreach_set("use_smooth", [smooth] * len(mesh.polygons))
     mesh.materials.append(material)
     obj = bpy.data.objects.new(name, mesh)
@@ -237,10 +244,11 @@ def find_assets(folder: str | None) -> list[Path]:
 # ----------------------------------------------------------------------------------------------
 
 def build_object_scene(rng: np.random.Generator, assets: list[Path], log: list[str],
-                       families: tuple[str, ...] = TRAIN_FAMILIES) -> dict:
+                       families: tuple[str, ...] = TRAIN_FAMILIES) -> tuple[dict, list]:
     """The shared recipe's object scene (core/data/recipe.py): one to three parts of the given shape
     families (or asset files), placed and scaled into the object sphere, each with a random material;
-    then random lights. Appends skip reasons (unreadable assets) to `log`. Returns metadata."""
+    then random lights. Appends skip reasons (unreadable assets) to `log`. Returns metadata and the
+    parts' mesh objects."""
     parts = draw_parts(rng, families, assets=len(assets))
     meshes: list[Mesh] = []
     for part in parts:
@@ -257,10 +265,40 @@ def build_object_scene(rng: np.random.Generator, assets: list[Path], log: list[s
     placed = assemble(parts, meshes)
     if not placed:
         raise SkipSample("every part of the object was degenerate")
-    for i, (v, f) in enumerate(placed):
-        add_mesh(f"part{i}", v, f, random_material(rng, f"mat{i}"))
+    objects = [add_mesh(f"part{i}", v, f, random_material(rng, f"mat{i}")) for i, (v, f) in enumerate(placed)]
     add_lights(rng, np.zeros(3), 2.0)
-    return {"mode": "object", "parts": [p.label for p in parts]}
+    return {"mode": "object", "parts": [p.label for p in parts]}, objects
+
+
+def mesh_vertices(mesh) -> np.ndarray:
+    """(V, 3) float64 vertex positions of a Blender mesh."""
+    co = np.empty(3 * len(mesh.vertices), np.float32)
+    mesh.vertices.foreach_get("co", co)
+    return co.reshape(-1, 3).astype(np.float64)
+
+
+def render_clip(rng: np.random.Generator, objects: list, camera: Camera, frames: int, layers: int,
+                log: list[str], motion: str | None = None) -> tuple[list[TracedSample], str]:
+    """The object scene of `objects` (`build_object_scene`, seen by the scene's camera placed at
+    `camera`) animated over `frames` frames as the torch stream animates it (`core/data/motion.py`:
+    the parts move, the camera orbits and dollies unless the clip is still); every frame rendered
+    (Cycles' noise seed changes per frame, as a sensor's noise does) and traced. `motion`: the kind
+    (default: drawn). Returns the frames and the kind; raises SkipSample when a frame shows nothing."""
+    import bpy
+
+    rest = [(mesh_vertices(obj.data), np.zeros((0, 3), np.int64)) for obj in objects]
+    motions = draw_motions(rng, rest, motion)
+    kind = motions[0].kind
+    path = camera_path(rng, camera, frames, still=kind == "static")
+    scene, traced = bpy.context.scene, []
+    for t, (position, direction, _) in enumerate(path):
+        for obj, mesh, part_motion in zip(objects, rest, motions, strict=True):
+            obj.data.vertices.foreach_set("co", moved(mesh, part_motion, t)[0].astype(np.float32).ravel())
+            obj.data.update()
+        place_camera(scene.camera, position, direction)
+        scene.cycles.seed = t
+        traced.append(render_and_trace(layers, log))
+    return traced, kind
 
 
 def surface_material(rng: np.random.Generator, name: str, surface: str):
@@ -320,10 +358,17 @@ def add_camera(position: np.ndarray, direction: np.ndarray, fov: float, roll: fl
     cam.data.sensor_width = SENSOR_MM
     cam.data.lens = fov_to_focal(fov, SENSOR_MM)
     cam.data.clip_start = 0.01
+    bpy.context.scene.collection.objects.link(cam)
+    bpy.context.scene.camera = cam
+    place_camera(cam, position, direction, roll)
+    return cam
+
+
+def place_camera(cam, position: np.ndarray, direction: np.ndarray, roll: float = 0.0) -> None:
+    """Put camera object `cam` at `position` looking along `direction`."""
+    import bpy
+
     cam.location = position.tolist()
     cam.rotation_mode = "QUATERNION"
     cam.rotation_quaternion = _look_rotation(direction / np.linalg.norm(direction), roll)
-    bpy.context.scene.collection.objects.link(cam)
-    bpy.context.scene.camera = cam
     bpy.context.view_layer.update()
-    return cam

@@ -1,5 +1,6 @@
-"""Held-out evaluation of dynamic mode on clips the torch stream draws with a fixed seed: the metrics
-of DESIGN.md §6 on every frame, and temporal stability, always beside the per-frame floor.
+"""Held-out evaluation of dynamic mode on clips the torch stream draws with a fixed seed (or on clip
+shards the Blender engine rendered): the metrics of DESIGN.md §6 on every frame, and temporal
+stability, always beside the per-frame floor.
 
 Models run at their own resolution on the clip's frames with the true foreground, as `evaluate_model`
 does for images. The per-frame floor is a single-image model (the shipped object model) tracing
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..clip import scale_to
 from ..data.recipe import HELD_OUT_FAMILIES, TRAIN_FAMILIES
+from ..data.shards import ShardReader
 from ..data.stream import SceneStream, StreamConfig
 from ..geometry.alignment import align_points_scale_z_shift
 from ..geometry.points import PointNormalization
@@ -56,6 +58,18 @@ def eval_clips(count: int, frames: int, seed: int, split: str, layers: int) -> l
         )
         clips += [(stream.batch(1), motion == "static") for _ in range(n)]
     return clips
+
+
+def shard_clips(folder: str | os.PathLike, count: int, layers: int) -> list[tuple[dict, bool]]:
+    """The first `count` clips of a folder of clip shards (`generate --frames T`: rendered by Cycles,
+    not by the stream the models train on), as `eval_clips` gives them; still: motion "static"."""
+    reader = ShardReader(folder)
+    if reader.frames == 1:
+        raise ValueError(f"{folder} holds single images: make clips with `python -m core generate --frames T`")
+    if reader.num_layers < layers:
+        raise ValueError(f"{folder} keeps {reader.num_layers} layers; the models predict {layers}")
+    motions = [sample["motion"] for shard in reader.meta for sample in shard["samples"]]
+    return [(reader.batch([i], layers), motions[i] == "static") for i in range(min(count, len(reader)))]
 
 
 def stability(points: np.ndarray, valid: np.ndarray, gt_points: np.ndarray, gt_valid: np.ndarray) -> float:

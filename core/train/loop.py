@@ -67,7 +67,7 @@ class TrainConfig:
     stream_fraction: float = 0.0  # share of every batch made on the fly by the torch stream (1: stream only)
     stream_bank: str | None = None  # mesh bank for the stream (`python -m core bank`)
     stream_mode: str = "object"  # what the stream draws: "object" scenes, or "scene" (rooms and streets)
-    stream_frames: int = 1  # frames per streamed sample: > 1 trains a temporal model on animated clips (dynamic mode)
+    stream_frames: int = 1  # frames per sample (streamed, and the shards'): > 1 trains a temporal model on clips
     frame_correlation: float = 0.0  # clips: ρ of the noise across frames (recorded; the model's sampler draws the same)
     compile: bool = False  # torch.compile the model (CUDA)
     init: str | None = None  # checkpoint to warm-start a new run from (fresh optimizer); its history is kept
@@ -284,13 +284,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if data is not None and cfg.stream_fraction > 0 and data.mode != cfg.stream_mode:
         raise ValueError(f"the shards hold {data.mode} samples but the stream draws {cfg.stream_mode} ones")
     model_cfg = build_config(cfg.model, **cfg.model_overrides)
-    if model_cfg.temporal != (cfg.stream_frames > 1) or (
-        cfg.stream_frames > 1 and (cfg.stream_fraction < 1 or cfg.val)
+    clip_shards = data.frames if data is not None else cfg.stream_frames
+    if (
+        model_cfg.temporal != (cfg.stream_frames > 1)
+        or clip_shards != cfg.stream_frames
+        or (cfg.stream_frames > 1 and cfg.val)
     ):
         raise ValueError(
-            "a temporal model trains on streamed clips alone and a single-image model on single images: give "
-            "temporal models --stream-frames > 1 --stream-fraction 1 and no --val (`python -m core eval-clip` "
-            f"measures them); got temporal={model_cfg.temporal}, stream_frames={cfg.stream_frames}"
+            "a temporal model trains on clips and a single-image model on single images: give temporal models "
+            "--stream-frames T > 1, shards of T-frame clips (`generate --frames T`) if any, and no --val "
+            f"(`python -m core eval-clip` measures them); got temporal={model_cfg.temporal}, "
+            f"stream_frames={cfg.stream_frames}, shards of {clip_shards}-frame samples"
         )
     if data is not None and (model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size,) * 2):
         raise ValueError(
