@@ -10,7 +10,8 @@ of a 128 px image (torch import and model load included) and for the second, the
 photo with the panel's default settings beside the model's own sampling time, and the process's
 resident memory before the first trace, after the traces, and after *Release Model* and disabling.
 Enabling starts compiling torch's bytecode in a background process; with --wait-warm-up the first trace
-waits until that has finished (an artist who clicks a few seconds after enabling), else it starts at once.
+waits until that has finished (an artist who clicks a few seconds after enabling), else it starts at once
+and stops the warm-up (what it compiled so far stays).
 """
 
 from __future__ import annotations

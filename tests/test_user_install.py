@@ -78,3 +78,4 @@ def test_zip_installs_enables_and_traces_in_a_users_blender(user_zip, version, t
     assert figures["blender"].startswith(version.rsplit(".", 1)[0])
     assert figures["modules"] >= 15
     assert figures["render_alpha_iou"] > 0.8, figures
+    assert not figures["warm_up_running_after_first_trace"], figures

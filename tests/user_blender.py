@@ -109,7 +109,9 @@ def main() -> None:
     figures["modules"] = len(import_everything(module))
 
     sample = Path(module.__file__).parent / "core" / "assets" / "sample.png"
+    warm_up = sys.modules[f"{MODULE}.torch_source"].compiling
     figures["first_trace_s"] = trace(bpy, sample, seed=0)
+    figures["warm_up_running_after_first_trace"] = warm_up is not None and warm_up.poll() is None
     settings = bpy.context.scene.world_tracing
     settings.output, settings.solid = "BOTH", True
     figures["second_trace_s"] = trace(bpy, sample, seed=1)  # with meshes and the solid this time

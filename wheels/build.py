@@ -6,7 +6,8 @@
 
 What is bundled is pinned in wheels/requirements.txt. pip resolves it for the target platform and
 Python (`pip install --dry-run --report`), and the wheel list comes from that resolution, never from
-pip's log text; missing wheels are downloaded into wheels/ (cached between builds). Blender ships
+pip's log text; missing wheels are downloaded into wheels/ (cached between builds) and given their
+bytecode when this Python is the target's (`add_bytecode`). Blender ships
 numpy, so it is never bundled. The manifest's `wheels` and `platforms` lists are written for the
 build only and taken out again afterwards; packing and validation use Blender's own extension tool
 from the bpy module. A build is refused when a wheel the extension needs is missing, and a zip is
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import base64
+import hashlib
 import importlib.util
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,8 +171,50 @@ def download(target: Platform, python: str, torch_index: str | None) -> list[Pat
         if not path.is_file():
             raise SystemExit(f"pip did not fetch {name} from {url}")
         if wheel_distribution(path) not in SHIPPED_BY_BLENDER:
+            add_bytecode(path, python)
             wheels.append(path)
     return wheels
+
+
+def add_bytecode(wheel: Path, python: str) -> None:
+    """Put compiled bytecode for `python` into `wheel` (in place, listed in its RECORD), unless it has
+    it already or this is another Python (bytecode is per version; the extension's warm-up compiles it
+    then). Blender extracts wheels without compiling them, so a fresh install's first `import torch`
+    would compile ~2 400 modules: 2.2 s of a 4 s first trace. The pycs are unchecked-hash ones, valid
+    whatever dates Blender gives the extracted sources."""
+    tag = f".cpython-{python.replace('.', '')}.pyc"
+    if f"{sys.version_info.major}.{sys.version_info.minor}" != python:
+        return
+    packed = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory() as tmp:
+        names = z.namelist()
+        sources = [n for n in names if n.endswith(".py")]
+        if not sources or any(n.endswith(tag) for n in names):
+            return
+        z.extractall(tmp, sources)
+        # files that do not compile (another Python's syntax, test fixtures) are skipped, as pip does
+        compile_all = [sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+        subprocess.run([*compile_all, "-s", tmp, tmp], check=False, stdout=subprocess.DEVNULL)
+        pycs = sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob(f"*{tag}"))
+        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        rows = [f"{name},sha256={record_hash(Path(tmp, name))},{Path(tmp, name).stat().st_size}" for name in pycs]
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in z.infolist():
+                if info.filename == record:
+                    continue
+                entry = zipfile.ZipInfo(info.filename, info.date_time)
+                entry.external_attr, entry.compress_type = info.external_attr, zipfile.ZIP_DEFLATED
+                with z.open(info) as source, out.open(entry, "w") as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
+            for name in pycs:
+                out.write(Path(tmp, name), name)
+            out.writestr(record, z.read(record).decode().rstrip("\n") + "\n" + "\n".join(rows) + "\n")
+    packed.replace(wheel)
+
+
+def record_hash(path: Path) -> str:
+    """A file's hash as a wheel's RECORD writes it: urlsafe base64 of its sha256, unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
 
 
 def check_bundle(wheels: list[Path]) -> None:
