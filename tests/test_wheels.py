@@ -1,8 +1,10 @@
-"""wheels/build.py's check of what a zip imports: every import must be provided, unless it is optional."""
+"""wheels/build.py: the check of what a zip imports (every import must be provided, unless it is optional),
+and the bytecode it adds to the wheels a trace imports."""
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 import zipfile
 
@@ -34,3 +36,33 @@ def test_imports_nothing_provides_are_found_unless_guarded_by_import_error(tmp_p
             z.writestr(name, text)
     found = load_build().foreign_imports(package, {"torch"})
     assert found == {"scipy": ["ext/helper.py"], "skimage": ["ext/wrong.py"]}
+
+
+def test_wheels_get_bytecode_that_imports_without_compiling_and_is_listed_in_their_record(tmp_path):
+    """add_bytecode puts unchecked-hash pycs for this Python into a wheel and its RECORD (hashes that
+    match); the extracted package runs the compiled code even after its source changes (no check, no
+    recompiling), a second call leaves the wheel as it is, and a build for another Python adds nothing."""
+    build = load_build()
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("demo/__init__.py", "ANSWER = 42\n")
+        z.writestr("demo-1.0.dist-info/RECORD", "demo/__init__.py,,\ndemo-1.0.dist-info/RECORD,,\n")
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    other = tmp_path / "other.whl"
+    other.write_bytes(wheel.read_bytes())
+    build.add_bytecode(other, "3.99")
+    assert other.read_bytes() == wheel.read_bytes()
+    build.add_bytecode(wheel, python)
+    once = wheel.read_bytes()
+    build.add_bytecode(wheel, python)
+    assert wheel.read_bytes() == once
+    tag = f"cpython-{python.replace('.', '')}"
+    with zipfile.ZipFile(wheel) as z:
+        pyc = f"demo/__pycache__/__init__.{tag}.pyc"
+        rows = {row.split(",")[0]: row.split(",")[1:] for row in z.read("demo-1.0.dist-info/RECORD").decode().split()}
+        assert rows[pyc] == [f"sha256={build.record_hash_of(z.read(pyc))}", str(len(z.read(pyc)))]
+        z.extractall(tmp_path / "site")
+    (tmp_path / "site" / "demo" / "__init__.py").write_text("ANSWER = 0\n")
+    code = "import demo, sys; print(demo.ANSWER, demo.__cached__ is not None)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "site", capture_output=True, text=True)
+    assert run.stdout.split() == ["42", "True"], run.stderr

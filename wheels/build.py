@@ -6,8 +6,8 @@
 
 What is bundled is pinned in wheels/requirements.txt. pip resolves it for the target platform and
 Python (`pip install --dry-run --report`), and the wheel list comes from that resolution, never from
-pip's log text; missing wheels are downloaded into wheels/ (cached between builds) and given their
-bytecode when this Python is the target's (`add_bytecode`). Blender ships
+pip's log text; missing wheels are downloaded into wheels/ (cached between builds), and those a trace
+imports get their bytecode when this Python is the target's (`add_bytecode`). Blender ships
 numpy, so it is never bundled. The manifest's `wheels` and `platforms` lists are written for the
 build only and taken out again afterwards; packing and validation use Blender's own extension tool
 from the bpy module. A build is refused when a wheel the extension needs is missing, and a zip is
@@ -40,6 +40,9 @@ BUNDLED = WHEELS / "requirements.txt"
 MANIFEST = ROOT / "blender_manifest.toml"
 
 SHIPPED_BY_BLENDER = ("numpy",)  # distributions Blender's Python already has
+# Distributions a trace imports, which get their bytecode (`add_bytecode`); the rest (sympy, networkx,
+# jinja2, ...) only torch's compiler and friends import.
+IMPORTED_BY_A_TRACE = ("torch", "einops", "safetensors", "pillow", "typing-extensions")
 # Top-level modules a Blender install provides besides the standard library.
 BLENDER_MODULES = frozenset(
     {
@@ -170,8 +173,9 @@ def download(target: Platform, python: str, torch_index: str | None) -> list[Pat
             )
         if not path.is_file():
             raise SystemExit(f"pip did not fetch {name} from {url}")
-        if wheel_distribution(path) not in SHIPPED_BY_BLENDER:
+        if wheel_distribution(path) in IMPORTED_BY_A_TRACE:
             add_bytecode(path, python)
+        if wheel_distribution(path) not in SHIPPED_BY_BLENDER:
             wheels.append(path)
     return wheels
 
@@ -197,7 +201,10 @@ def add_bytecode(wheel: Path, python: str) -> None:
         subprocess.run([*compile_all, "-s", tmp, tmp], check=False, stdout=subprocess.DEVNULL)
         pycs = sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob(f"*{tag}"))
         record = next(n for n in names if n.endswith(".dist-info/RECORD"))
-        rows = [f"{name},sha256={record_hash(Path(tmp, name))},{Path(tmp, name).stat().st_size}" for name in pycs]
+        rows = [
+            f"{name},sha256={record_hash_of(Path(tmp, name).read_bytes())},{Path(tmp, name).stat().st_size}"
+            for name in pycs
+        ]
         with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as out:
             for info in z.infolist():
                 if info.filename == record:
@@ -212,9 +219,9 @@ def add_bytecode(wheel: Path, python: str) -> None:
     packed.replace(wheel)
 
 
-def record_hash(path: Path) -> str:
+def record_hash_of(data: bytes) -> str:
     """A file's hash as a wheel's RECORD writes it: urlsafe base64 of its sha256, unpadded."""
-    return base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def check_bundle(wheels: list[Path]) -> None:
