@@ -2,8 +2,9 @@
 
     python benchmarks/bench_model.py [--checkpoint core/assets/wt-tiny.safetensors] [--device cpu]
 
-Prints one figure per line. The FLOP/s peak is this machine's measured float32 (CPU) or bf16 (CUDA)
-matmul rate, so "utilisation" is relative to what the hardware actually does on a large GEMM.
+Prints one figure per line. The FLOP/s peak is this machine's measured matmul rate in the precision the
+model runs in (bf16 where the device computes it natively, else float32), so "utilisation" is relative
+to what the hardware actually does on a large GEMM.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import argparse
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,12 +27,13 @@ from core.inference import pick_device
 from core.model.cost import count_flops, forward_inputs
 from core.model.loading import load_model
 from core.model.wtdit import BLOCK_TYPES, WTDiT
+from core.precision import bf16_autocast, native_bf16
 from core.train.flow import flow_loss
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """Measured FLOP/s of an n×n matmul (float32 on CPU, bf16 on CUDA)."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    """Measured FLOP/s of an n×n matmul in the precision the model runs in (`core/precision.py`)."""
+    dtype = torch.bfloat16 if native_bf16(device) else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     sync(device)
@@ -70,7 +71,7 @@ def training_throughput(model: WTDiT, device: torch.device, batch: int, steps: i
     }
     from core.geometry.points import PointNormalization
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = bf16_autocast(device)
     for i in range(steps + 1):
         if i == 1:
             sync(device)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,6 +22,7 @@ from .geometry.silhouette import placed_inflation
 from .imageio import BACKGROUND, ImageBox, check_not_blank, foreground_mask, prepare_image
 from .layered import LayeredPointMap
 from .model.wtdit import WTDiT
+from .precision import bf16_autocast
 from .sampling import DEFAULT_SAMPLING, SampleConfig, SamplerStep, initial_noise, sample_steps
 
 RESTORE_ROWS = 256  # input rows restored at a time (bounds the temporaries of large inputs)
@@ -54,28 +54,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 matrix products natively: CUDA, and CPUs with AVX512-BF16 or AMX
-    (there bf16 linear layers take 2.3× less time than float32 ones; elsewhere bf16 is emulated, slower)."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
 def model_callable(model: WTDiT, foreground: torch.Tensor | None = None) -> Callable:
     """The model as the sampler calls it: bf16 autocast where the device runs bf16 natively
-    (`native_bf16`), float32 elsewhere, no gradients;
+    (`core/precision.py`), float32 elsewhere, no gradients;
     `foreground` [B, H, W] goes to the model (our configs' silhouette prior and refinement use it).
     The image tokens are computed on the first call and reused while the image stays the same."""
     device = next(model.parameters()).device
     cache: dict[str, torch.Tensor] = {}
 
     def run(x: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if native_bf16(device) else nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), bf16_autocast(device):
             if cache.get("image") is not image:
                 cache["image"], cache["tokens"] = image, model.image_tokens(image)
             return model(x, t, image, foreground, cache["tokens"]).float()

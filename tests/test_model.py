@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.geometry.points import PointNormalization
-from core.inference import model_callable, native_bf16
+from core.inference import model_callable
 from core.model.cost import count_parameters
 from core.model.encoder import EncoderConfig
 from core.model.loading import describe_model, make_card
@@ -23,6 +23,7 @@ from core.model.official import (
     release_normalization,
 )
 from core.model.wtdit import WTDiT, WTDiTConfig, build_config
+from core.precision import native_bf16
 from core.sampling import initial_noise, sample_steps
 
 VARIANTS = ["tiny", "tiny_filmadaln", "tiny_temporal"]

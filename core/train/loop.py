@@ -16,7 +16,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -34,6 +33,7 @@ from ..model.checkpoint import check_state_dict, save_checkpoint
 from ..model.loading import make_card
 from ..model.wtdit import WTDiT, build_config
 from ..plots import line_plot
+from ..precision import bf16_autocast
 from .evaluate import evaluate_model, prediction_figure, validation_loss
 from .flow import flow_loss
 
@@ -318,7 +318,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile:
         net = cast(torch.nn.Module, torch.compile(net))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = bf16_autocast(device)
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + rank * 7919 + step)
     batches = training_batches(cfg, data, model_cfg, device, rank, step)
     if master:
