@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from functools import cache
 
 import torch
 
 
+@cache
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 matrix products natively: CUDA, and CPUs with AVX512-BF16 or AMX
-    (there bf16 linear layers take 2.3× less time than float32 ones; elsewhere bf16 is emulated, slower)."""
+    (there bf16 linear layers take 2.3× less time than float32 ones; elsewhere bf16 is emulated, slower).
+    Asked once per device: the sampler asks on every step."""
     if device.type == "cuda":
         return True
     if device.type != "cpu":

@@ -284,17 +284,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if data is not None and cfg.stream_fraction > 0 and data.mode != cfg.stream_mode:
         raise ValueError(f"the shards hold {data.mode} samples but the stream draws {cfg.stream_mode} ones")
     model_cfg = build_config(cfg.model, **cfg.model_overrides)
-    clip_shards = data.frames if data is not None else cfg.stream_frames
+    shard_frames = data.frames if data is not None else cfg.stream_frames
     if (
         model_cfg.temporal != (cfg.stream_frames > 1)
-        or clip_shards != cfg.stream_frames
+        or shard_frames != cfg.stream_frames
         or (cfg.stream_frames > 1 and cfg.val)
     ):
         raise ValueError(
             "a temporal model trains on clips and a single-image model on single images: give temporal models "
             "--stream-frames T > 1, shards of T-frame clips (`generate --frames T`) if any, and no --val "
             f"(`python -m core eval-clip` measures them); got temporal={model_cfg.temporal}, "
-            f"stream_frames={cfg.stream_frames}, shards of {clip_shards}-frame samples"
+            f"stream_frames={cfg.stream_frames}, shards of {shard_frames}-frame samples"
         )
     if data is not None and (model_cfg.num_layers > data.num_layers or data.resolution != (model_cfg.image_size,) * 2):
         raise ValueError(
