@@ -66,6 +66,24 @@ def test_surface_batches_mirror_image_truth_and_camera_together(tmp_path):
     )
 
 
+def test_every_frame_of_a_clip_shard_is_a_surface_sample(tmp_path):
+    """Clip shards (`generate --frames T`) train the SurfaceNet frame by frame: a clip of six sphere
+    images (one camera, as a clip has) gives the batch those six images give as stills."""
+    import numpy as np
+
+    stills = ShardReader(write_sphere_shards(tmp_path / "stills", 6, shard_size=6))
+    clip = {k: getattr(stills, k)[None] for k in ("rgb", "alpha", "distance", "cam_to_world")}
+    clip |= {"intrinsics": stills.intrinsics[:1], "index": np.zeros(1, np.int64), "meta": np.array("{}")}
+    (tmp_path / "clips").mkdir()
+    np.savez_compressed(tmp_path / "clips" / "shard_00000.npz", **clip)
+    clips = ShardReader(tmp_path / "clips")
+    assert clips.frames == 6 and len(clips) == 1
+    framed, plain = surface_batch(clips, [0], mirror=True), surface_batch(stills, range(6), mirror=True)
+    assert framed.keys() == plain.keys()
+    for key in plain:
+        torch.testing.assert_close(framed[key], plain[key])
+
+
 def test_training_the_surface_learns_and_each_stretch_adds_to_the_last(random_checkpoint, tmp_path):
     """From a checkpoint without a SurfaceNet: one grows (the rest of the weights kept), training on
     spheres brings the held-out error below the round inflation's, and the checkpoint records it. A

@@ -34,13 +34,13 @@ from .loop import typed_command
 @dataclass
 class SurfaceTrainConfig:
     init: str  # our checkpoint to start from (its SurfaceNet, if any, trains on)
-    data: list[str]  # training shard folders
+    data: list[str]  # training shard folders (of clip shards, every frame is an image)
     out: str  # the checkpoint written: `init` with the trained SurfaceNet
     val: list[str] | None = None  # held-out shard folders, checked every eval_every steps
     width: int = 24  # full-resolution channels of a new anchor net (multiple of 8)
     steps: int = 1000  # optimizer steps at most
     minutes: float = 0.0  # stop after this many minutes of wall time (0: no limit); the cosine follows it
-    batch_size: int = 16
+    batch_size: int = 16  # images per step (clip shards: their frames count)
     lr: float = 1e-3  # peak AdamW learning rate (cosine to 0 after a linear warm-up)
     warmup: int = 50  # warm-up steps
     eval_every: int = 100  # steps between validation checks
@@ -87,12 +87,14 @@ def aligned_depth_error(
 
 
 def surface_batch(reader: ShardReader, indices, mirror: bool = False) -> dict[str, torch.Tensor]:
-    """Samples' image, foreground, its distance transform, true layer 0 and camera; `mirror` flips
-    them left to right (the principal point mirrored with them)."""
+    """Samples' image [N, 3, H, W], foreground [N, H, W], its distance transform, true layer 0
+    [N, H, W, 3] and camera [N, 3, 3]; every frame of a clip shard is a sample of its own (N = B·T).
+    `mirror` flips them left to right (the principal point mirrored with them)."""
     b = reader.batch(indices, 1)
-    image, foreground, points, K = b["image"], b["foreground"], b["points"][:, 0], b["intrinsics"]
+    H, W = reader.resolution
+    image, foreground = b["image"].reshape(-1, 3, H, W), b["foreground"].reshape(-1, H, W)
+    points, K = b["points"].flatten(0, 1), b["intrinsics"].repeat_interleave(reader.frames, 0)
     if mirror:
-        W = foreground.shape[-1]
         image, foreground, points = image.flip(-1), foreground.flip(-1), points.flip(-2)
         points = points * torch.tensor([-1.0, 1.0, 1.0])
         K = K.clone()
@@ -178,7 +180,7 @@ def train_surface(cfg: SurfaceTrainConfig, log: Callable[[str], object] = print)
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        indices = torch.randperm(len(data), generator=rng)[: cfg.batch_size].tolist()
+        indices = torch.randperm(len(data), generator=rng)[: max(1, cfg.batch_size // data.frames)].tolist()
         batch = surface_batch(data, indices, mirror=bool(torch.rand(1, generator=rng) < 0.5))
         loss = surface_error(model, batch).mean()
         optimizer.zero_grad(set_to_none=True)
