@@ -15,29 +15,23 @@ if [ $# -lt 2 ]; then
     echo "usage: $0 MINUTES OUT_DIR [train options]" >&2
     exit 2
 fi
-minutes=$1 out=$2 mode=${MODE:-object}
+minutes=$1 out=$2
 shift 2
-if [ "$mode" != object ] && [ "$mode" != dynamic ]; then
-    echo "MODE is object or dynamic, not $mode" >&2
-    exit 2
-fi
 python=${PYTHON:-python3}
 device=${DEVICE:-cuda}
 val=${VAL:-tests/data/unseen}
+count=${EVAL_COUNT:-64}
+case ${MODE:-object} in  # the recipe, what training adds to it, and how the result is measured
+object) recipe=prior_object.json train=(--val "$val") measure=(eval --data "$val" --count "$count") ;;
+dynamic) recipe=tiny_dynamic.json train=() measure=(eval-clip --clips "$count") ;;
+*)
+    echo "MODE is object or dynamic, not $MODE" >&2
+    exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
-measure=(--steps "${EVAL_STEPS:-20}" --device "$device" --json "$out/metrics.json" --figure "$out/eval.png")
-case $mode in
-object)
-    "$python" -m core train --recipe core/train/recipes/prior_object.json --stream-fraction 1 \
-        --steps 1000000000 --minutes "$minutes" --val "$val" --out "$out/run" --device "$device" "$@"
-    cp "$out/run/model.safetensors" "$out/model.safetensors"
-    "$python" -m core eval --checkpoint "$out/model.safetensors" --data "$val" --count "${EVAL_COUNT:-64}" \
-        "${measure[@]}" ;;
-dynamic)
-    "$python" -m core train --recipe core/train/recipes/tiny_dynamic.json --stream-fraction 1 \
-        --steps 1000000000 --minutes "$minutes" --out "$out/run" --device "$device" "$@"
-    cp "$out/run/model.safetensors" "$out/model.safetensors"
-    "$python" -m core eval-clip --checkpoint "$out/model.safetensors" --clips "${EVAL_COUNT:-64}" \
-        "${measure[@]}" ;;
-esac
+"$python" -m core train --recipe "core/train/recipes/$recipe" --stream-fraction 1 --steps 1000000000 \
+    --minutes "$minutes" "${train[@]}" --out "$out/run" --device "$device" "$@"
+cp "$out/run/model.safetensors" "$out/model.safetensors"
+"$python" -m core "${measure[@]}" --checkpoint "$out/model.safetensors" --steps "${EVAL_STEPS:-20}" \
+    --device "$device" --json "$out/metrics.json" --figure "$out/eval.png"

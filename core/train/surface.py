@@ -196,7 +196,7 @@ def train_surface(cfg: SurfaceTrainConfig, log: Callable[[str], object] = print)
     record = {
         "command": typed_command(),
         "config": asdict(cfg),
-        "data": {"folders": cfg.data, "samples": len(data)},
+        "data": {"folders": cfg.data, "samples": len(data) * data.frames},  # images: every frame of a clip
         "steps": step,
         "wall_time_s": round(time.perf_counter() - t0),
         "hardware": f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
