@@ -12,6 +12,7 @@ from core.train.metrics import (
     chamfer_fscore,
     evaluate_layered,
     mean_metrics,
+    paired_standard_errors,
     visible_surface_metrics,
 )
 
@@ -202,6 +203,22 @@ def test_mean_metrics_ignores_nan():
     assert m["a"] == 2.0 and m["b"] == 2.0 and math.isnan(m["c"])
 
 
+def test_paired_standard_error_measures_the_spread_of_the_per_sample_gap():
+    """The gap's standard error: zero when the model is the floor shifted by a constant, the standard
+    deviation of the gaps over √n otherwise; samples with a NaN on either side and keys the floor
+    lacks are left out."""
+    rng = np.random.default_rng(0)
+    floor = rng.uniform(0.05, 0.1, 50)
+    shifted = [{"l0_abs_rel": f - 0.01, "inflation_l0_abs_rel": f, "steps": 20.0} for f in floor]
+    assert paired_standard_errors(shifted, "inflation") == pytest.approx({"inflation_l0_abs_rel_paired_se": 0.0})
+    gaps = rng.normal(-0.01, 0.02, 50)
+    rows = [{"l0_abs_rel": f + g, "inflation_l0_abs_rel": f} for f, g in zip(floor, gaps, strict=True)]
+    rows.append({"l0_abs_rel": float("nan"), "inflation_l0_abs_rel": 0.07})
+    se = paired_standard_errors(rows, "inflation")["inflation_l0_abs_rel_paired_se"]
+    assert se == pytest.approx(np.std(gaps, ddof=1) / math.sqrt(50))
+    assert 0.5 * 0.02 / math.sqrt(50) < se < 2 * 0.02 / math.sqrt(50)
+
+
 def test_silhouette_inflation_of_a_disk_is_a_round_solid():
     """A disk mask inflates to a closed round solid: both layers on every foreground pixel, depth 2 ∓ o
     with o = r/f·2 at the centre and almost 0 at the rim, front before back, nothing outside."""
@@ -232,6 +249,10 @@ def test_comparison_table_puts_the_model_beside_both_references():
     header, _, first = table.splitlines()[:3]
     assert "tiny" in header and "silhouette inflation" in header and "perfect depth map" in header
     assert first.split("|")[2:5] == [" 0.1000 ", " 0.2000 ", " 0.0000 "]
+    assert header.split("|")[5].strip() == "model − silhouette inflation (no learning)"
+    assert first.split("|")[5].strip() == "-0.1000"
+    metrics["inflation_l0_abs_rel_paired_se"] = 0.02
+    assert comparison_table(metrics, "tiny").splitlines()[2].split("|")[5].strip() == "-0.1000 ± 0.0400"
 
 
 def test_scene_comparison_table_puts_the_model_beside_both_scene_floors():

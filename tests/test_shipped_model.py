@@ -64,5 +64,6 @@ def test_shipped_model_sampled_as_shipped_beats_the_floor_on_unseen_families():
         assert shipped[key] > shipped[f"inflation_{key}"], (key, shipped)
     assert shipped["all_cd_l1"] < shipped["inflation_all_cd_l1"], shipped
     assert shipped["l0_abs_rel"] < shipped["inflation_l0_abs_rel"], shipped
+    assert 0 < shipped["inflation_l0_abs_rel_paired_se"] < 0.05, shipped  # the gap's spread over 16 objects
     plain = evaluate_model(model, normalization, reader, indices, card.sample_config(steps=20, anchor=None))
     assert plain["all_cd_l1"] > shipped["all_cd_l1"] and plain["l0_abs_rel"] > shipped["l0_abs_rel"], (plain, shipped)

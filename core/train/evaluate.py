@@ -19,7 +19,9 @@ from ..model.wtdit import WTDiT
 from ..plots import colorize, image_grid, side_view
 from ..sampling import DEFAULT_SAMPLING, SampleConfig
 from .baselines import scene_floors, silhouette_inflation
-from .metrics import aligned_depth_metrics, evaluate_layered, mean_metrics
+from .metrics import aligned_depth_metrics, evaluate_layered, mean_metrics, paired_standard_errors
+
+FLOOR = {"object": "inflation", "scene": "ramp"}  # the floor the figure shows and the model is paired with
 
 
 def evaluate_model(
@@ -40,7 +42,8 @@ def evaluate_model(
     of predicted layer 0 alone), depth_abs_rel and depth_delta1 (layer-0 depth alone, scale-and-shift
     fitted); the same keys prefixed by each reference's name (`reference_predictions`): `inflation_`
     (object data) or `constant_` and `ramp_` (scene data), and `oracle_` (ground-truth layer 0
-    alone: a perfect depth map).
+    alone: a perfect depth map); and for every key the standard error of the model's per-sample
+    difference from the floor (`FLOOR`), keyed `{floor}_{key}_paired_se` (`paired_standard_errors`).
     """
     rows = []
     for start in range(0, len(indices), batch_size):
@@ -58,7 +61,7 @@ def evaluate_model(
                 prefix = f"{name}_" if name else ""
                 row |= {prefix + k: v for k, v in sample_metrics(points, valid, g_pts, g_valid, max_points).items()}
             rows.append(row)
-    return mean_metrics(rows)
+    return mean_metrics(rows) | paired_standard_errors(rows, FLOOR[reader.mode])
 
 
 def sample_metrics(
@@ -88,9 +91,6 @@ def reference_predictions(
     return {**floors, "oracle": (points[:1], valid[:1])}
 
 
-FIGURE_FLOOR = {"object": "inflation", "scene": "ramp"}  # the floor the figure shows, by the data's mode
-
-
 def prediction_figure(
     model: WTDiT,
     normalization: PointNormalization,
@@ -101,7 +101,7 @@ def prediction_figure(
     seed: int = 0,
 ) -> None:
     """PNG, three rows per sample: input and per-layer depth of the prediction / of the floor
-    (`FIGURE_FLOOR`) / of the ground truth, plus a side view of each point cloud (coloured by layer).
+    (`FLOOR`) / of the ground truth, plus a side view of each point cloud (coloured by layer).
 
     Predictions and the floor are first aligned to the truth by scale and z-shift on layer 0 (as the
     metrics are), so the rows share one depth colour scale.
@@ -119,7 +119,7 @@ def prediction_figure(
             p_pts = apply_scale_z_shift(p_pts, *align_points_scale_z_shift(p_pts[0][both], g_pts[0][both]))
         zg = g_pts[..., 2][g_valid]
         lo, hi = (float(zg.min()), float(zg.max())) if zg.size else (0.0, 1.0)
-        floor = FIGURE_FLOOR[reader.mode]
+        floor = FLOOR[reader.mode]
         i_pts, i_valid = reference_predictions(g_pts, g_valid, gt["intrinsics"][b].numpy(), reader.mode)[floor]
         both = i_valid[0] & g_valid[0]
         i_pts = apply_scale_z_shift(i_pts, *align_points_scale_z_shift(i_pts[0][both], g_pts[0][both]))
@@ -166,15 +166,20 @@ REFERENCES = {
 
 def comparison_table(metrics: dict[str, float], model: str = "model", mode: str = "object") -> str:
     """Markdown table of the headline numbers of object or scene data: the model beside the floors
-    and a perfect depth map."""
-    references = REFERENCES[mode]
+    and a perfect depth map, and last the model's gap to the floor (`FLOOR`) with twice its paired
+    standard error where the metrics have it."""
+    references, floor = REFERENCES[mode], FLOOR[mode]
+    floor_label = dict(references)[floor]
     lines = [
-        f"| metric | {model} | " + " | ".join(label for _, label in references) + " |",
-        "| --- " * (len(references) + 2) + "|",
+        f"| metric | {model} | " + " | ".join(label for _, label in references) + f" | model − {floor_label} |",
+        "| --- " * (len(references) + 3) + "|",
     ]
     for key, label in HEADLINE[mode]:
         values = [metrics.get(k, float("nan")) for k in (key, *(f"{name}_{key}" for name, _ in references))]
-        lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+        gap = f"{values[0] - metrics.get(f'{floor}_{key}', float('nan')):+.4f}"
+        if f"{floor}_{key}_paired_se" in metrics:
+            gap += f" ± {2 * metrics[f'{floor}_{key}_paired_se']:.4f}"
+        lines.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {gap} |")
     return "\n".join(lines)
 
 

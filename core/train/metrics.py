@@ -160,3 +160,18 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
         values = values[~np.isnan(values)]
         out[key] = float(values.mean()) if len(values) else float("nan")
     return out
+
+
+def paired_standard_errors(rows: list[dict[str, float]], reference: str) -> dict[str, float]:
+    """Standard error of the mean per-sample difference model − reference, keyed
+    `{reference}_{key}_paired_se`, for every key of the model that the reference (keys prefixed
+    `{reference}_`) also has. Samples where either is NaN are left out (NaN with fewer than two
+    left). A gap between the two means of two such errors or more is unlikely to be noise of the
+    samples drawn or of the model's sampling."""
+    keys = [k for k in dict.fromkeys(k for row in rows for k in row) if any(f"{reference}_{k}" in r for r in rows)]
+    out = {}
+    for key in keys:
+        diff = np.array([row.get(key, np.nan) - row.get(f"{reference}_{key}", np.nan) for row in rows])
+        diff = diff[~np.isnan(diff)]
+        out[f"{reference}_{key}_paired_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.nan
+    return out
